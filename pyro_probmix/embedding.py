@@ -1,0 +1,42 @@
+# SPDX-License-Identifier: Apache-2.0
+"""
+Stochastic embedding layers :math:`z \\sim q(z|x)` that M-ProbMix fuses (§3.3).
+"""
+import pyro
+
+__all__ = ["embedding", "EMBEDDING_KEY"]
+
+#: key of a site's ``infer`` dict that marks it as an embedding site
+EMBEDDING_KEY = "probmix_embedding"
+
+
+def embedding(name, fn, *, mean=False):
+    """
+    A reparameterised stochastic layer ``z ~ fn`` that adds nothing to the ELBO.
+
+    Outside :func:`~pyro_probmix.probmix` it returns ``fn.rsample()`` (or ``fn.mean`` with
+    ``mean=True``); inside, ``fn`` is replaced row by row by the log-linear pool of the row's and
+    its partner's embedding distribution, and the returned value is drawn from (or is the mean
+    of) that pool. With ``mean=True`` and homoscedastic Gaussian embeddings, training is
+    manifold mixup (Theorem 4.7); prediction then uses the mean as well.
+
+    The site is recorded as an observed site whose distribution is masked out (the device
+    ``pyro.deterministic`` uses), so it needs no guide and contributes no ``log q(z|x)`` term.
+
+    :param str name: site name.
+    :param fn: a distribution with ``has_rsample``, batch dims aligned with the data plate.
+    :param bool mean: propagate the (fused) mean instead of a sample.
+
+    >>> import torch, pyro, pyro.distributions as dist
+    >>> with pyro.plate("data", 3):
+    ...     z = embedding("z", dist.Normal(torch.zeros(3, 2), 1.0).to_event(1), mean=True)
+    >>> z.shape
+    torch.Size([3, 2])
+    """
+    if not getattr(fn, "has_rsample", False):
+        raise ValueError(
+            f"embedding site {name!r}: {type(fn).__name__} is not reparameterisable "
+            f"(has_rsample=False); an embedding needs rsample, e.g. Normal(loc, scale).to_event(1)"
+        )
+    value = fn.mean if mean else fn.rsample()
+    return pyro.sample(name, fn.mask(False), obs=value, infer={EMBEDDING_KEY: {"mean": mean}})

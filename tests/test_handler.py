@@ -1,0 +1,465 @@
+"""
+The probmix handler: batching paths, label fusion, composition with Pyro, and bad input.
+"""
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro import poutine
+from pyro.infer import SVI, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer.autoguide import AutoNormal
+
+from pyro_probmix import embedding, probmix
+from pyro_probmix.graphs import FullGraph, KNNGraph, WeightedGraph
+from pyro_probmix.handler import ProbMixLikelihood
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    yield
+    torch.set_default_dtype(old)
+
+
+def _no_guide(*args, **kwargs):
+    pass
+
+
+def regression_model(x, y=None, subsample_size=None):
+    """Heteroscedastic Gaussian regression with fixed nonlinear features (no parameters)."""
+    with pyro.plate("data", x.shape[0], subsample_size=subsample_size) as idx:
+        loc, log_scale = torch.sin(3 * x[idx]), 0.3 * torch.cos(2 * x[idx])
+        pyro.sample("y", dist.Normal(loc, log_scale.exp()), obs=None if y is None else y[idx])
+
+
+def pair_loss(x, y, i, j, lam):
+    """-log of the label-fused pooled likelihood of pair (i, j) (beta = 0, linear labels)."""
+    loc, scale = torch.sin(3 * x), (0.3 * torch.cos(2 * x)).exp()
+    precision = lam / scale[i] ** 2 + (1 - lam) / scale[j] ** 2
+    mean = (lam * loc[i] / scale[i] ** 2 + (1 - lam) * loc[j] / scale[j] ** 2) / precision
+    pooled = dist.Normal(mean, precision.rsqrt())
+    return -(lam * pooled.log_prob(y[i]) + (1 - lam) * pooled.log_prob(y[j]))
+
+
+def elbo_loss(model, *args, **kwargs):
+    return Trace_ELBO().differentiable_loss(model, _no_guide, *args, **kwargs)
+
+
+# ----------------------------------------------------------------------------- subsampling
+@pytest.mark.parametrize("graph_name", ["full", "knn"])
+def test_subsample_loss_is_unbiased_for_the_full_objective(graph_name):
+    n, batch, lam, draws = 30, 8, 0.3, 3000
+    x = torch.linspace(-2, 2, n)
+    y = torch.sin(3 * x) + 0.3 * torch.randn(n)
+    if graph_name == "full":
+        graph = FullGraph()
+        weights = (1 - torch.eye(n)) / (n - 1)
+    else:
+        graph = KNNGraph(x, k=3)
+        weights = torch.zeros(n, n).scatter_(1, graph.neighbors, 1.0 / 3)
+    i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    exact = (weights * pair_loss(x, y, i, j, torch.tensor(lam))).sum()
+    with probmix(lam=lam, graph=graph, plate="data"):
+        losses = torch.stack([elbo_loss(regression_model, x, y, batch) for _ in range(draws)])
+    standard_error = losses.std() / math.sqrt(draws)
+    assert abs(losses.mean() - exact) < 4 * standard_error
+    # and the estimator is not trivially exact (it does vary from draw to draw)
+    assert losses.std() > 0.05 * exact.abs()
+
+
+def test_subsample_fills_anchors_then_partners_and_masks_partners():
+    n, batch = 20, 6
+    x = torch.randn(n)
+    graph = KNNGraph(x, k=2)
+    with probmix(lam=0.4, graph=graph, plate="data") as handler:
+        trace = poutine.trace(regression_model).get_trace(x, x, batch)
+    idx = trace.nodes["data"]["value"]
+    anchors, partners = idx[:3], idx[3:]
+    assert len(set(anchors.tolist())) == 3
+    for a, p in zip(anchors.tolist(), partners.tolist()):
+        assert p in graph.neighbors[a].tolist()
+    site = trace.nodes["y"]
+    assert site["mask"].tolist() == [True] * 3 + [False] * 3
+    assert math.isclose(site["scale"], n / 3)
+    assert handler.pairings["data"].lam.tolist() == pytest.approx([0.4] * 3 + [0.6] * 3)
+
+
+def test_odd_subsample_size_leaves_one_spare_row_masked():
+    x = torch.randn(20)
+    with probmix(lam=0.4, plate="data"):
+        trace = poutine.trace(regression_model).get_trace(x, x, 7)
+    assert trace.nodes["y"]["mask"].tolist() == [True] * 3 + [False] * 4
+    assert math.isclose(trace.nodes["y"]["scale"], 20 / 3)
+
+
+def test_guide_and_model_share_the_pairs_of_a_step():
+    n = 16
+    x, y = torch.randn(n), torch.randn(n)
+
+    def model(x, y):
+        with pyro.plate("data", n, subsample_size=6) as idx:
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("y", dist.Normal(x[idx] + z, 1.0), obs=y[idx])
+
+    def guide(x, y):
+        loc = pyro.param("loc", torch.zeros(n))
+        with pyro.plate("data", n, subsample_size=6) as idx:
+            pyro.sample("z", dist.Normal(loc[idx], 1.0))
+
+    with probmix(alpha=0.5, plate="data") as handler:
+        guide_trace = poutine.trace(guide).get_trace(x, y)
+        pairing = handler.pairings["data"]
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, y)
+        assert handler.pairings["data"] is pairing
+        svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO())
+        assert math.isfinite(svi.step(x, y))
+    assert model_trace.nodes["data"]["value"] is guide_trace.nodes["data"]["value"]
+
+
+# ----------------------------------------------------------------------------- full batch
+def test_full_batch_with_knn_graph_pairs_neighbours():
+    x = torch.randn(25)
+    graph = KNNGraph(x, k=4)
+    with probmix(alpha=1.0, graph=graph) as handler:
+        value = elbo_loss(regression_model, x, x)
+    pairing = handler.pairings["data"]
+    assert pairing.anchor_mask is None and pairing.scale == 1.0
+    for i, j in enumerate(pairing.partner.tolist()):
+        assert j in graph.neighbors[i].tolist()
+    expected = pair_loss(x, x, torch.arange(25), pairing.partner, pairing.lam).sum()
+    assert torch.allclose(value, expected)
+
+
+def test_external_batches_pair_within_the_batch_with_full_graph_only():
+    x = torch.randn(40)
+    batch = x[:10]
+    with probmix(alpha=1.0, graph=FullGraph()) as handler:
+        elbo_loss(regression_model, batch, batch)
+    assert handler.pairings["data"].partner.max() < 10
+    with pytest.raises(ValueError, match="num_rows|10|40"):
+        with probmix(alpha=1.0, graph=KNNGraph(x, k=3)):
+            elbo_loss(regression_model, batch, batch)
+
+
+def test_unnamed_subsampled_plate_with_knn_graph_is_refused():
+    x = torch.randn(40)
+    with pytest.raises(ValueError, match="plate='data'"):
+        with probmix(alpha=1.0, graph=KNNGraph(x, k=3)):
+            elbo_loss(regression_model, x, x, 10)
+
+
+def test_nothing_leaks_outside_the_with_block():
+    x = torch.randn(10)
+    plain = poutine.trace(regression_model).get_trace(x, x).log_prob_sum()
+    with probmix(alpha=0.3):
+        elbo_loss(regression_model, x, x)
+    after = poutine.trace(regression_model).get_trace(x, x)
+    assert not isinstance(after.nodes["y"]["fn"], ProbMixLikelihood)
+    assert torch.equal(after.log_prob_sum(), plain)
+
+
+def test_handler_wraps_a_callable():
+    x = torch.randn(10)
+    wrapped = probmix(alpha=0.3)(regression_model)
+    trace = poutine.trace(wrapped).get_trace(x, x)
+    assert isinstance(trace.nodes["y"]["fn"], ProbMixLikelihood)
+
+
+# ----------------------------------------------------------------------------- labels
+def test_gaussian_label_kernel_closed_form_matches_monte_carlo():
+    # beta > 0: closed form for Normal against a Monte Carlo estimate of the same expectation
+    x = torch.randn(8)
+    with probmix(lam=0.3, beta=0.2) as handler:
+        trace = poutine.trace(regression_model).get_trace(x, x)
+    fn = trace.nodes["y"]["fn"]
+    exact = fn.log_prob(x)
+    pairing = handler.pairings["data"]
+    lam, j = pairing.lam, pairing.partner
+    noise = torch.randn(200000, 1) * math.sqrt(0.2)
+    mc = lam * fn.base.log_prob(x + noise).mean(0) + (1 - lam) * fn.base.log_prob(x[j] + noise).mean(0)
+    assert torch.allclose(exact, mc, atol=2e-3)
+
+
+def test_classification_smoothing_kernel_is_an_exact_sum():
+    logits = torch.randn(6, 3)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+
+    def model(y):
+        with pyro.plate("data", 6):
+            pyro.sample("y", dist.Categorical(logits=logits), obs=y)
+
+    beta = 0.05
+    with probmix(lam=0.25, beta=beta) as handler:
+        value = elbo_loss(model, y)
+    j, lam = handler.pairings["data"].partner, 0.25
+    log_p = torch.log_softmax(lam * logits + (1 - lam) * logits[j], -1)
+    soft = lambda labels: (torch.nn.functional.one_hot(labels, 3) + beta) / (1 + 3 * beta)  # noqa: E731
+    expected = -(lam * (soft(y) * log_p).sum(-1) + (1 - lam) * (soft(y[j]) * log_p).sum(-1)).sum()
+    assert torch.allclose(value, expected)
+
+
+def test_appendix_b_criterion_is_log_of_expected_likelihood():
+    x = torch.randn(8)
+    with probmix(lam=0.3, beta=0.2, criterion="log_expected") as handler:
+        trace = poutine.trace(regression_model).get_trace(x, x)
+    fn = trace.nodes["y"]["fn"]
+    j = handler.pairings["data"].partner
+    widened = dist.Normal(fn.base.loc, (fn.base.scale**2 + 0.2).sqrt())
+    expected = torch.logaddexp(math.log(0.3) + widened.log_prob(x), math.log(0.7) + widened.log_prob(x[j]))
+    assert torch.allclose(fn.log_prob(x), expected)
+    # Jensen: log E[p] >= E[log p] (Appendix B), the latter with its closed form
+    base = fn.base
+    expected_log = 0.3 * (base.log_prob(x) - 0.1 / base.scale**2) + 0.7 * (base.log_prob(x[j]) - 0.1 / base.scale**2)
+    assert (fn.log_prob(x) > expected_log).all()
+
+
+def test_monte_carlo_label_fusion_for_a_family_without_closed_form():
+    y = torch.randn(5)
+
+    def model(y):
+        with pyro.plate("data", 5):
+            pyro.sample("y", dist.StudentT(4.0, torch.zeros(5), torch.ones(5)), obs=y)
+
+    with probmix(lam=0.5, beta=0.1, fusion="linear", num_samples=20000) as handler:
+        trace = poutine.trace(model).get_trace(y)
+    fn = trace.nodes["y"]["fn"]
+    j = handler.pairings["data"].partner
+    student = dist.StudentT(4.0, 0.0, 1.0)
+    # the linear pool of two identical rows is the row itself: E over the label kernel only
+    noise = torch.randn(400000, 1) * math.sqrt(0.1)
+    reference = 0.5 * student.log_prob(y + noise).mean(0) + 0.5 * student.log_prob(y[j] + noise).mean(0)
+    assert torch.allclose(fn.log_prob(y), reference, atol=0.01)
+
+
+def test_linear_likelihood_fusion_is_a_mixture():
+    x = torch.randn(8)
+    with probmix(lam=0.3, fusion="linear") as handler:
+        value = elbo_loss(regression_model, x, x)
+    j = handler.pairings["data"].partner
+    d = dist.Normal(torch.sin(3 * x), (0.3 * torch.cos(2 * x)).exp())
+    dj = dist.Normal(d.loc[j], d.scale[j])
+    log_mix = lambda v: torch.logaddexp(math.log(0.3) + d.log_prob(v), math.log(0.7) + dj.log_prob(v))  # noqa: E731
+    assert torch.allclose(value, -(0.3 * log_mix(x) + 0.7 * log_mix(x[j])).sum())
+
+
+# ----------------------------------------------------------------------------- composition
+def bayesian_model(x, y=None):
+    w = pyro.sample("w", dist.Normal(0.0, 1.0))
+    b = pyro.sample("b", dist.Normal(0.0, 1.0))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("y", dist.Normal(w * x + b, 0.5), obs=y)
+
+
+@pytest.mark.parametrize("elbo", [Trace_ELBO, TraceMeanField_ELBO, TraceGraph_ELBO])
+def test_svi_with_global_latents_and_autonormal(elbo):
+    x = torch.linspace(-2, 2, 50)
+    y = 1.5 * x - 0.5 + 0.3 * torch.randn(50)
+    guide = AutoNormal(bayesian_model)
+    svi = SVI(bayesian_model, guide, pyro.optim.Adam({"lr": 0.05}), elbo())
+    with probmix(alpha=0.2, graph=KNNGraph(x, k=5)):
+        for _ in range(400):
+            loss = svi.step(x, y)
+    assert math.isfinite(loss)
+    medians = guide.median()
+    # local mixup of a linear model keeps the line (Theorem 4.6)
+    assert abs(medians["w"].item() - 1.5) < 0.15 and abs(medians["b"].item() + 0.5) < 0.15
+    predictive = pyro.infer.Predictive(bayesian_model, guide=guide, num_samples=10)(x)
+    assert predictive["y"].shape == (10, 50)
+
+
+def test_repeatable_with_set_rng_seed():
+    x = torch.linspace(-2, 2, 30)
+    y = torch.sin(x)
+
+    def run():
+        pyro.clear_param_store()
+        pyro.set_rng_seed(123)
+        guide = AutoNormal(bayesian_model)
+        svi = SVI(bayesian_model, guide, pyro.optim.Adam({"lr": 0.05}), Trace_ELBO())
+        with probmix(alpha=0.5, graph=KNNGraph(x, k=3)):
+            return [svi.step(x, y) for _ in range(5)]
+
+    assert run() == run()
+
+
+def test_poutine_scale_mask_and_condition_compose():
+    x = torch.randn(10)
+    mask = torch.arange(10) % 3 != 0
+    with probmix(lam=0.3) as handler:
+        with poutine.scale(scale=2.0), poutine.mask(mask=mask):
+            trace = poutine.trace(regression_model).get_trace(x, x)
+        pairing = handler.pairings["data"]
+    site = trace.nodes["y"]
+    assert site["scale"] == 2.0
+    # a pair is scored only where both rows are
+    assert torch.equal(site["mask"], mask & mask[pairing.partner])
+    # condition supplies the observation the handler fuses
+    conditioned = poutine.condition(regression_model, data={"y": x})
+    with probmix(lam=0.3):
+        assert isinstance(poutine.trace(conditioned).get_trace(x).nodes["y"]["fn"], ProbMixLikelihood)
+
+
+def test_nested_plates_pair_along_the_named_data_plate():
+    x = torch.randn(8)
+    y = torch.randn(3, 8)
+
+    def model(x, y):
+        with pyro.plate("members", 3, dim=-2):
+            loc = torch.arange(3.0)[:, None] + x
+            with pyro.plate("data", 8, dim=-1):
+                pyro.sample("y", dist.Normal(loc, 1.0), obs=y)
+
+    with pytest.raises(ValueError, match="several plates"):
+        with probmix(lam=0.3):
+            elbo_loss(model, x, y)
+    with probmix(lam=0.3, plate="data") as handler:
+        value = elbo_loss(model, x, y)
+    j = handler.pairings["data"].partner
+    loc = torch.arange(3.0)[:, None] + x
+    pooled = dist.Normal(0.3 * loc + 0.7 * loc[:, j], 1.0)
+    assert torch.allclose(value, -(0.3 * pooled.log_prob(y) + 0.7 * pooled.log_prob(y[:, j])).sum())
+
+
+def test_embedding_outside_probmix_adds_nothing_to_the_elbo():
+    x = torch.randn(6, 2)
+
+    def model(x):
+        with pyro.plate("data", 6):
+            z = embedding("z", dist.Normal(x, 1.0).to_event(1))
+            pyro.sample("y", dist.Normal(z.sum(-1), 1.0), obs=torch.zeros(6))
+        return z
+
+    trace = poutine.trace(model).get_trace(x)
+    trace.compute_log_prob()
+    assert torch.equal(trace.nodes["z"]["log_prob"], torch.zeros(6))
+    assert trace.nodes["z"]["value"].shape == (6, 2)
+    with probmix(lam=0.3) as handler:
+        fused = poutine.trace(model).get_trace(x)
+    j = handler.pairings["data"].partner
+    # the downstream site fuses the labels only (the embedding is pooled already)
+    fn = fused.nodes["y"]["fn"]
+    assert isinstance(fn, ProbMixLikelihood) and type(fn.base) is dist.Normal
+    z_dist = fused.nodes["z"]["fn"].base_dist
+    assert torch.allclose(z_dist.mean, 0.3 * x + 0.7 * x[j])
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(alpha=0.0), ValueError, "alpha must be a finite number > 0"),
+        (dict(alpha=-1.0), ValueError, "alpha must be"),
+        (dict(), ValueError, "exactly one of alpha"),
+        (dict(alpha=0.1, lam=0.5), ValueError, "exactly one of alpha"),
+        (dict(lam=1.5), ValueError, r"lie in \[0, 1\]"),
+        (dict(lam=dist.Normal(0.0, 1.0)), ValueError, r"supported on \[0, 1\]"),
+        (dict(alpha=0.1, beta=-0.1), ValueError, "beta must be"),
+        (dict(alpha=0.1, graph="knn"), TypeError, "graph must be"),
+        (dict(alpha=0.1, fusion="geometric"), ValueError, "fusion='geometric'"),
+        (dict(alpha=0.1, label_fusion="mixup"), ValueError, "label_fusion='mixup'"),
+        (dict(alpha=0.1, criterion="elbo"), ValueError, "criterion='elbo'"),
+        (dict(alpha=0.1, num_samples=0), ValueError, "num_samples"),
+    ],
+)
+def test_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        probmix(**kwargs)
+
+
+def test_uniform_lambda_distribution_is_accepted():
+    assert probmix(lam=dist.Uniform(0.2, 0.8)).lam_dist is not None
+
+
+def test_plate_of_one_row():
+    with pytest.raises(ValueError, match="one row"):
+        with probmix(alpha=0.1):
+            elbo_loss(regression_model, torch.randn(1), torch.randn(1))
+
+
+def test_subsample_of_one_row():
+    with pytest.raises(ValueError, match="subsample_size=1"):
+        with probmix(alpha=0.1, plate="data"):
+            elbo_loss(regression_model, torch.randn(10), torch.randn(10), 1)
+
+
+def test_observed_site_outside_any_plate():
+    def model():
+        pyro.sample("y", dist.Normal(0.0, 1.0), obs=torch.tensor(0.0))
+
+    with pytest.raises(ValueError, match="'y' is outside any vectorized plate"):
+        with probmix(alpha=0.1):
+            elbo_loss(model)
+
+
+def test_observed_site_outside_the_named_plate():
+    def model(x):
+        pyro.sample("prior_obs", dist.Normal(0.0, 1.0), obs=torch.tensor(0.0))
+        regression_model(x, x)
+
+    x = torch.randn(5)
+    with pytest.raises(ValueError, match="'prior_obs' is not inside plate 'data'"):
+        with probmix(alpha=0.1, plate="data"):
+            elbo_loss(model, x)
+    with probmix(alpha=0.1, plate="data", sites=["y"]):  # the remedy the message names
+        elbo_loss(model, x)
+
+
+def test_unsupported_family_names_the_site():
+    def model(y):
+        with pyro.plate("data", 4):
+            pyro.sample("obs", dist.StudentT(3.0, torch.zeros(4), 1.0), obs=y)
+
+    with pytest.raises(NotImplementedError, match="site 'obs'.*StudentT.*register_pool"):
+        with probmix(alpha=0.1):
+            elbo_loss(model, torch.zeros(4))
+
+
+def test_label_kernel_missing_for_family():
+    def model(y):
+        with pyro.plate("data", 4):
+            pyro.sample("counts", dist.Poisson(torch.ones(4)), obs=y)
+
+    with pytest.raises(NotImplementedError, match="site 'counts'.*Poisson.*beta=0"):
+        with probmix(alpha=0.1, beta=0.1):
+            elbo_loss(model, torch.zeros(4))
+    with probmix(alpha=0.1):
+        assert torch.isfinite(elbo_loss(model, torch.zeros(4)))
+
+
+def test_log_linear_label_fusion_of_discrete_labels_needs_beta():
+    def model(y):
+        with pyro.plate("data", 4):
+            pyro.sample("y", dist.Categorical(logits=torch.zeros(4, 3)), obs=y)
+
+    with pytest.raises(ValueError, match="beta > 0"):
+        with probmix(alpha=0.1, label_fusion="log_linear"):
+            elbo_loss(model, torch.tensor([0, 1, 2, 0]))
+    with probmix(alpha=0.1, beta=0.01, label_fusion="log_linear"):
+        assert torch.isfinite(elbo_loss(model, torch.tensor([0, 1, 2, 0])))
+
+
+def test_embedding_must_be_reparameterisable():
+    with pytest.raises(ValueError, match="embedding site 'z'.*not reparameterisable"):
+        embedding("z", dist.Poisson(torch.ones(3)))
+
+
+def test_graph_size_must_match_the_plate():
+    graph = KNNGraph(torch.randn(30), k=3)
+    with pytest.raises(ValueError, match="plate 'data'"):
+        with probmix(alpha=0.1, graph=graph):
+            elbo_loss(regression_model, torch.randn(20), torch.randn(20))
+
+
+def test_weighted_graph_gives_deterministic_pairs():
+    n = 6
+    perm = torch.tensor([3, 4, 5, 0, 1, 2])
+    graph = WeightedGraph(torch.stack([torch.arange(n), perm]))
+    x = torch.randn(n)
+    with probmix(lam=0.5, graph=graph) as handler:
+        elbo_loss(regression_model, x, x)
+    assert torch.equal(handler.pairings["data"].partner, perm)
