@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-from pyro.distributions import Beta, TorchDistribution
+from pyro.distributions import TorchDistribution
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import constraints
@@ -25,7 +25,7 @@ from .labels import (
 from .pooling import get_pooler
 from .rows import take_rows
 
-__all__ = ["ProbMixMessenger", "probmix", "Pairing", "ProbMixLikelihood"]
+__all__ = ["ProbMixMessenger", "probmix", "Pairing", "ProbMixLikelihood", "sample_symmetric_beta"]
 
 
 @dataclass
@@ -104,7 +104,7 @@ class ProbMixMessenger(Messenger):
         label_kernel=None,
     ):
         super().__init__()
-        self.lam_dist, self.fixed_lam = _check_lam(alpha, lam)
+        self.alpha, self.lam_dist, self.fixed_lam = _check_lam(alpha, lam)
         self.graph = FullGraph() if graph is None else graph
         if not isinstance(self.graph, Graph):
             raise TypeError(
@@ -135,6 +135,7 @@ class ProbMixMessenger(Messenger):
             )
         self.label_kernel = label_kernel
         self._plates = {}
+        self._layouts = {}  # (batch, device) -> static rows of the subsample path
 
     def __enter__(self):
         self._plates = {}
@@ -193,18 +194,32 @@ class ProbMixMessenger(Messenger):
             )
         num_anchors = batch // 2
         device = torch.device(fn.device)
-        # anchors uniformly without replacement; a spare row when the batch is odd (masked out)
+        # anchors uniformly without replacement, then their partners; when the batch is odd a
+        # spare row (masked out) fills it
         perm = torch.randperm(size, device=device)
-        anchors, spare = perm[:num_anchors], perm[num_anchors : batch - num_anchors]
+        anchors = perm[:num_anchors]
         partners = self._sample_partners(name, anchors, size)
-        indices = torch.cat([anchors, partners, spare[: batch - 2 * num_anchors]])
+        indices = torch.cat([anchors, partners, perm[num_anchors : batch - num_anchors]])
+        partner, anchor_mask, spare_lam = self._subsample_layout(batch, device)
+        lam = self._draw_lam(num_anchors, device)
+        lam = torch.cat([lam, 1 - lam, spare_lam.to(lam.dtype)])
+        return indices, Pairing(partner, lam, anchor_mask=anchor_mask, scale=batch / num_anchors)
+
+    def _subsample_layout(self, batch, device):
+        """Row r < A pairs with r + A and vice versa (A = batch // 2); a spare row pairs with itself."""
+        key = batch, device
+        if key not in self._layouts:
+            self._layouts[key] = self._build_subsample_layout(batch, device)
+        return self._layouts[key]
+
+    @staticmethod
+    def _build_subsample_layout(batch, device):
+        num_anchors = batch // 2
         rows = torch.arange(batch, device=device)
         partner = torch.where(rows < num_anchors, rows + num_anchors, rows - num_anchors)
         partner[2 * num_anchors :] = rows[2 * num_anchors :]
-        lam = self._draw_lam(num_anchors, device)
-        lam_rows = torch.cat([lam, 1 - lam, torch.ones(batch - 2 * num_anchors, dtype=lam.dtype, device=device)])
-        pairing = Pairing(partner, lam_rows, anchor_mask=rows < num_anchors, scale=batch / num_anchors)
-        return indices, pairing
+        spare_lam = torch.ones(batch - 2 * num_anchors, device=device)
+        return partner, rows < num_anchors, spare_lam
 
     def _draw_within(self, frame, record, device):
         rows = frame.size
@@ -232,6 +247,8 @@ class ProbMixMessenger(Messenger):
     def _draw_lam(self, n, device):
         if self.fixed_lam is not None:
             return torch.full((n,), self.fixed_lam, device=device)
+        if self.lam_dist is None:
+            return sample_symmetric_beta(self.alpha, n, device)
         return self.lam_dist.sample((n,)).to(device)
 
     def _pairing(self, msg):
@@ -342,8 +359,29 @@ def _check_choice(name, value, choices):
         raise ValueError(f"{name}={value!r} is not supported; expected one of {list(choices)}")
 
 
+def sample_symmetric_beta(alpha, n, device=None):
+    """
+    ``n`` draws of lambda ~ Beta(alpha, alpha): the ratio of two Gamma(alpha) draws, in log space.
+    For alpha < 1, Gamma(alpha) = Gamma(alpha + 1) U^(1/alpha) (Marsaglia and Tsang), so the tiny
+    draws of small alpha do not underflow to 0/0. Faster than ``Beta(alpha, alpha).sample``.
+
+    >>> lam = sample_symmetric_beta(0.1, 100000)
+    >>> bool(abs(lam.mean() - 0.5) < 0.01), bool(abs(lam.var() - 1 / (4 * 1.2)) < 0.01)
+    (True, True)
+    """
+    boosted = alpha < 1
+    concentration = torch.full((2, n), alpha + 1.0 if boosted else alpha, device=device)
+    # torch.distributions.Gamma samples with this same kernel; calling it directly skips the
+    # per-call construction and validation that dominate for small n
+    log_gamma = torch._standard_gamma(concentration).log()
+    if boosted:
+        # log U = -Exponential(1)
+        log_gamma = log_gamma - torch.empty_like(log_gamma).exponential_() / alpha
+    return torch.sigmoid(log_gamma[0] - log_gamma[1])
+
+
 def _check_lam(alpha, lam):
-    """(distribution of lambda, fixed lambda): exactly one of alpha and lam is given."""
+    """(alpha, distribution of lambda, fixed lambda): exactly one of alpha and lam is given."""
     if (alpha is None) == (lam is None):
         raise ValueError(
             "give exactly one of alpha (lambda ~ Beta(alpha, alpha)) and lam (a float in [0, 1] "
@@ -352,11 +390,11 @@ def _check_lam(alpha, lam):
     if alpha is not None:
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < float("inf"):
             raise ValueError(f"alpha must be a finite number > 0, got alpha={alpha!r}")
-        return Beta(torch.tensor(float(alpha)), torch.tensor(float(alpha))), None
+        return float(alpha), None, None
     if isinstance(lam, (int, float)) and not isinstance(lam, bool):
         if not 0 <= lam <= 1:
             raise ValueError(f"a fixed lam must lie in [0, 1], got lam={lam!r}")
-        return None, float(lam)
+        return None, None, float(lam)
     if isinstance(lam, torch.distributions.Distribution):
         support = lam.support
         if (
@@ -366,7 +404,7 @@ def _check_lam(alpha, lam):
             and float(support.lower_bound) >= 0
             and float(support.upper_bound) <= 1
         ):
-            return lam, None
+            return None, lam, None
         raise ValueError(
             f"lam must be a scalar distribution supported on [0, 1], got {lam!r} with support "
             f"{support}"

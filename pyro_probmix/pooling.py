@@ -168,14 +168,13 @@ def _pool_normal(p, q, lam):
     # precision-weighted (Appendix C.1), in log-space so tiny scales do not overflow 1/sigma^2:
     # var = s1^2 s2^2 / (lam s2^2 + (1-lam) s1^2), w_p = lam s2^2 / (lam s2^2 + (1-lam) s1^2)
     log_lam, log_1m_lam = _log_weights(lam, p.loc)
-    log_var_p, log_var_q = 2 * torch.log(p.scale), 2 * torch.log(q.scale)
+    log_var_p, log_var_q = 2 * p.scale.log(), 2 * q.scale.log()
     log_wp = log_lam + log_var_q
-    log_wq = log_1m_lam + log_var_p
-    log_norm = torch.logaddexp(log_wp, log_wq)
-    w_p = torch.exp(log_wp - log_norm)
-    loc = _mix(p.loc, q.loc, w_p)
+    log_norm = torch.logaddexp(log_wp, log_1m_lam + log_var_p)
+    loc = torch.lerp(q.loc, p.loc, torch.exp(log_wp - log_norm))
     scale = torch.exp(0.5 * (log_var_p + log_var_q - log_norm))
-    return Normal(loc, scale)
+    # parameters derived from validated ones need no second validation (it costs a host sync)
+    return Normal(loc, scale, validate_args=False)
 
 
 @register_pool(MultivariateNormal, MultivariateNormal)

@@ -1,0 +1,491 @@
+# SPDX-License-Identifier: Apache-2.0
+"""
+Sampling graphs (§5): for each anchor row ``i`` a graph draws the row ``j`` it is mixed with.
+
+The :func:`~pyro_probmix.handler.probmix` handler calls ``graph.sample(anchors, num_rows)`` once
+per step. Sampling is vectorised and never synchronises with the device: graphs over a
+training set precompute their tables once, copy them to a new device on first use and cache
+them there. Randomness comes only from torch's global RNG on the anchors' device, so
+``pyro.set_rng_seed`` makes runs repeatable.
+
+* :class:`FullGraph` - uniform over the other rows of any batch (ProbMix).
+* :class:`KNNGraph` - uniform over the k nearest neighbours in feature space (LocK-ProbMix).
+* :class:`LabelKernelGraph` - weights ``exp(-||y_i - y_j||^2 / 2h^2)`` (C-Mixup).
+* :class:`WeightedGraph` - any weighted directed edge list.
+"""
+import math
+import numbers
+
+import numpy as np
+import torch
+
+__all__ = ["Graph", "FullGraph", "KNNGraph", "LabelKernelGraph", "WeightedGraph"]
+
+# Entries of one chunk of the N x N distance matrix built at construction, whatever N is:
+# 2**25 entries are 128 MiB in float32, so peak memory stays bounded for N up to 10**6 and more.
+_CHUNK_ENTRIES = 2**25
+# LabelKernelGraph keeps an edge while its weight is at least this fraction of its row's maximum.
+_KERNEL_CUTOFF = 1e-12
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _as_tensor(value):
+    return torch.as_tensor(value) if isinstance(value, np.ndarray) else value
+
+
+def _data_rows(name, value):
+    """``value`` as a floating ``(N, d)`` tensor of ``N >= 2`` finite rows."""
+    value = _as_tensor(value)
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        got = f"dtype {value.dtype}" if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ValueError(
+            f"{name} must be a floating tensor or numpy array (e.g. float32 or float64), got "
+            f"{got}; convert integer data with .float()"
+        )
+    value = value.detach()  # the graph is a fixed table: no gradient flows through it
+    if value.dim() == 1:
+        value = value.unsqueeze(1)
+    if value.dim() != 2 or value.shape[0] < 2 or value.shape[1] < 1:
+        raise ValueError(
+            f"{name} must have shape (N,) or (N, d) with N >= 2 rows and d >= 1, got shape "
+            f"{tuple(value.shape)}"
+        )
+    bad = ~torch.isfinite(value).all(1)
+    num_bad = int(bad.sum())
+    if num_bad:
+        raise ValueError(
+            f"{name} must be finite: {num_bad} of {value.shape[0]} rows hold NaN or inf, the "
+            f"first is row {int(bad.nonzero()[0])}"
+        )
+    return value
+
+
+def _excluding_self(block, start):
+    """Sets to inf the entries of a chunk of rows ``start, start + 1, ...`` that pair a row
+    with itself: a row is never its own partner, even where duplicates of it make the
+    distance 0 (the duplicates stay valid partners)."""
+    rows = torch.arange(block.shape[0], device=block.device)
+    block[rows, start + rows] = math.inf
+    return block
+
+
+def _kernel_edges(y, bandwidth, max_edges):
+    """The edges ``(i, j)``, ``j != i``, sorted by ``i``, and the weights that
+    :class:`LabelKernelGraph` keeps for float64 labels ``y`` of shape ``(N, d)``."""
+    n, d = y.shape
+    two_h2 = 2.0 * bandwidth**2
+    # weight / row maximum = exp(-excess / 2h^2) >= cutoff  <=>  excess <= 2h^2 ln(1 / cutoff),
+    # where excess is the squared distance less the row's smallest; the row factor cancels once
+    # weights are normalised, and weights relative to it cannot underflow.
+    largest_excess = two_h2 * math.log(1 / _KERNEL_CUTOFF)
+    chunk_size = max(1, _CHUNK_ENTRIES // n)
+    # one buffer for all chunks: fresh chunk-sized allocations cost more than the arithmetic
+    buffer = y.new_empty(min(chunk_size, n), n)
+    sources, targets, weights = [], [], []
+    kept = 0
+    for start in range(0, n, chunk_size):
+        rows = y[start : start + chunk_size]
+        # exact differences, a label column at a time, not the |a|^2 + |b|^2 - 2ab expansion:
+        # an error in a squared distance is an error in the exponent of its weight
+        excess = torch.sub(rows[:, :1], y[:, 0], out=buffer[: len(rows)]).square_()
+        for col in range(1, d):
+            excess.add_((rows[:, col : col + 1] - y[:, col]).square_())
+        _excluding_self(excess, start)
+        excess.sub_(excess.amin(1, keepdim=True))
+        i, j = (excess <= largest_excess).nonzero(as_tuple=True)
+        kept += len(i)
+        if kept > max_edges:
+            raise ValueError(
+                f"bandwidth={bandwidth!r} keeps more than max_edges={max_edges} edges ({kept} in "
+                f"the first {start + len(rows)} of {n} rows): use a smaller bandwidth, or raise "
+                f"max_edges if the memory allows"
+            )
+        sources.append(i + start)
+        targets.append(j)
+        weights.append(torch.exp(-excess[i, j] / two_h2))
+    return torch.stack([torch.cat(sources), torch.cat(targets)]), torch.cat(weights)
+
+
+class Graph:
+    """
+    Base class of sampling graphs: draws a partner row for each anchor row.
+
+    Subclasses implement ``_sample(anchors, num_rows)``; :meth:`sample` checks its arguments
+    first. Graphs with precomputed tables register them with ``_set_tables`` and read them with
+    ``_tables_on(device)``, which copies them to a new device once and caches the copy.
+
+    Attributes
+    ----------
+    num_nodes : int or None
+        Number of training rows the graph is built over; ``None`` if it pairs the rows of any
+        batch.
+
+    Examples
+    --------
+    >>> graph = FullGraph()
+    >>> partners = graph.sample(torch.arange(4), num_rows=4)
+    >>> partners.shape, bool((partners != torch.arange(4)).all())
+    (torch.Size([4]), True)
+    """
+
+    num_nodes = None
+
+    def __init__(self):
+        self._tables = {}  # device -> tuple of sampling tables on that device
+
+    def sample(self, anchors, num_rows):
+        """
+        Draws one partner for each anchor.
+
+        Parameters
+        ----------
+        anchors : torch.LongTensor
+            Anchor row indices, shape ``(A,)``, in ``range(num_rows)``.
+        num_rows : int
+            Number of rows the indices refer to. Graphs over a training set accept only
+            ``num_rows == num_nodes``.
+
+        Returns
+        -------
+        torch.LongTensor
+            Partner row indices, shaped and placed like ``anchors``.
+        """
+        if not isinstance(anchors, torch.Tensor) or anchors.dtype != torch.long:
+            got = f"dtype {anchors.dtype}" if isinstance(anchors, torch.Tensor) else type(anchors).__name__
+            raise ValueError(f"anchors must be a LongTensor of row indices, got {got}")
+        if not _is_int(num_rows):
+            raise ValueError(f"num_rows must be an int, got num_rows={num_rows!r}")
+        if self.num_nodes is not None and num_rows != self.num_nodes:
+            raise ValueError(
+                f"{self!r} is built over the {self.num_nodes} training rows, so it cannot pair "
+                f"rows of a plate of num_rows={num_rows}; it accepts only a plate over exactly "
+                f"the N={self.num_nodes} training rows, e.g. pyro.plate('data', {self.num_nodes}) "
+                f"or pyro.plate('data', {self.num_nodes}, subsample_size=B). FullGraph() pairs "
+                f"rows of any batch."
+            )
+        return self._sample(anchors, num_rows)
+
+    def _sample(self, anchors, num_rows):
+        raise NotImplementedError
+
+    def _set_tables(self, *tables):
+        self._tables = {tables[0].device: tables}
+
+    def _tables_on(self, device):
+        if device not in self._tables:
+            built = next(iter(self._tables.values()))
+            self._tables[device] = tuple(table.to(device) for table in built)
+        return self._tables[device]
+
+    def __repr__(self):
+        return f"{type(self).__name__}(num_nodes={self.num_nodes})"
+
+
+class FullGraph(Graph):
+    """
+    The fully connected graph of §5: the partner of row ``i`` is uniform over the other rows
+    of the batch, ``range(num_rows)`` minus ``i``.
+
+    Parameters
+    ----------
+    self_loops : bool
+        If True, the partner is uniform over all ``num_rows`` rows including ``i`` (the paper's
+        ``n**2`` edges of weight ``1 / n**2``).
+
+    Examples
+    --------
+    >>> graph = FullGraph(self_loops=True)
+    >>> graph
+    FullGraph(self_loops=True)
+    >>> graph.sample(torch.zeros(3, dtype=torch.long), num_rows=1).tolist()
+    [0, 0, 0]
+    """
+
+    def __init__(self, self_loops=False):
+        super().__init__()
+        if not isinstance(self_loops, bool):
+            raise ValueError(f"self_loops must be a bool, got self_loops={self_loops!r}")
+        self.self_loops = self_loops
+
+    def _sample(self, anchors, num_rows):
+        fewest = 1 if self.self_loops else 2
+        if num_rows < fewest:
+            raise ValueError(
+                f"{self!r} needs num_rows >= {fewest}, got num_rows={num_rows}: a plate of "
+                + ("no rows cannot be paired" if num_rows < 1 else "one row cannot be paired with "
+                   "another row (FullGraph(self_loops=True) pairs it with itself)")
+            )
+        shape, device = anchors.shape, anchors.device
+        if self.self_loops:
+            return torch.randint(num_rows, shape, device=device)
+        # a uniform offset in 1..n-1 modulo n is uniform over the n - 1 rows other than the anchor
+        return (anchors + torch.randint(1, num_rows, shape, device=device)) % num_rows
+
+    def __repr__(self):
+        return f"FullGraph(self_loops={self.self_loops})"
+
+
+class KNNGraph(Graph):
+    """
+    The nearest-neighbours graph of §5: the partner of row ``i`` is uniform over the ``k``
+    nearest neighbours of row ``i`` among all training rows (never ``i`` itself).
+
+    The exact neighbour table is built once, on the features' device and in their dtype, from
+    Euclidean distances between standardised rows, in chunks of rows so that peak memory stays
+    bounded (time is ``O(N**2 d)``). Rows that duplicate row ``i`` are at distance 0 and are
+    valid neighbours; ties at the k-th distance are broken arbitrarily.
+
+    Parameters
+    ----------
+    features : torch.Tensor or numpy.ndarray
+        Floating training features of shape ``(N, d)``, or ``(N,)`` for one feature; finite,
+        ``N >= 2``.
+    k : int
+        Number of neighbours, ``1 <= k < N``. The paper uses 5.
+    standardize : bool
+        Scale each column by its standard deviation before measuring distances, so that no
+        feature dominates by its units. A column of zero variance (all values equal) is left
+        unscaled: it adds no distance.
+    chunk_size : int, optional
+        Rows per chunk of the distance computation; by default about ``2**25 / N`` so that one
+        chunk holds about ``2**25`` distances.
+
+    Attributes
+    ----------
+    neighbors : torch.LongTensor
+        ``(N, k)`` neighbour indices, nearest first.
+
+    Examples
+    --------
+    >>> graph = KNNGraph(torch.tensor([0.0, 1.0, 3.0, 7.0]), k=1)
+    >>> graph.neighbors.flatten().tolist()
+    [1, 0, 1, 2]
+    >>> graph.sample(torch.tensor([3, 0]), num_rows=4).tolist()
+    [2, 1]
+    """
+
+    def __init__(self, features, k=5, standardize=True, chunk_size=None):
+        super().__init__()
+        x = _data_rows("features", features)
+        n = x.shape[0]
+        if not (_is_int(k) and 1 <= k < n):
+            raise ValueError(f"k must be an int with 1 <= k < N={n} (the number of feature rows), got k={k!r}")
+        if not isinstance(standardize, bool):
+            raise ValueError(f"standardize must be a bool, got standardize={standardize!r}")
+        if chunk_size is None:
+            chunk_size = max(1, _CHUNK_ENTRIES // n)
+        elif not (_is_int(chunk_size) and chunk_size >= 1):
+            raise ValueError(f"chunk_size must be None or an int >= 1, got chunk_size={chunk_size!r}")
+
+        # Distances do not change under translation; centring keeps the expansion below
+        # accurate in float32 when the data sit far from the origin.
+        x = x - x.mean(0)
+        if standardize:
+            # Zero variance is tested exactly: the computed std of a constant column is a
+            # rounding residue (e.g. 1e-8), which dividing by would blow up.
+            constant = x.amax(0) == x.amin(0)
+            x = x / torch.where(constant, 1.0, x.std(0, correction=0))
+        sq_norms = x.square().sum(1)
+        neighbors = torch.empty(n, k, dtype=torch.long, device=x.device)
+        # one buffer for all chunks: fresh chunk-sized allocations cost more than the arithmetic
+        buffer = x.new_empty(min(chunk_size, n), n)
+        for start in range(0, n, chunk_size):
+            rows = x[start : start + chunk_size]
+            # ||q - x_j||^2 less ||q||^2, which is constant along a row and so ranks alike
+            scores = torch.addmm(sq_norms, rows, x.T, alpha=-2, out=buffer[: len(rows)])
+            neighbors[start : start + len(rows)] = _excluding_self(scores, start).topk(k, largest=False).indices
+        self.neighbors = neighbors
+        self.k = k
+        self.num_nodes = n
+        self._set_tables(neighbors)
+
+    def _sample(self, anchors, num_rows):
+        (neighbors,) = self._tables_on(anchors.device)
+        column = torch.randint(self.k, anchors.shape, device=anchors.device)
+        return neighbors[anchors, column]
+
+    def __repr__(self):
+        return f"KNNGraph(num_nodes={self.num_nodes}, k={self.k})"
+
+
+class WeightedGraph(Graph):
+    """
+    A graph of weighted directed edges ``(i, j)``: the partner of anchor ``i`` is drawn among
+    the targets of its out-edges with probability proportional to their weights. Repeated
+    edges add their weights; a self-loop ``(i, i)`` is allowed when it is given.
+
+    Sampling is exact and vectorised: edges are sorted by source once, and a float64 array
+    holds each row's normalised cumulative weights offset by the row index (row ``i`` spans
+    ``(i, i + 1]``), so one ``searchsorted`` of ``anchor + u``, ``u ~ U(0, 1)``, finds every
+    edge. Probabilities are resolved to about ``num_nodes * 2**-52``.
+
+    Parameters
+    ----------
+    edges : torch.LongTensor or numpy.ndarray
+        Integer tensor of shape ``(2, E)``: sources ``edges[0]`` and targets ``edges[1]``, in
+        any order.
+    weights : torch.Tensor or numpy.ndarray, optional
+        Finite positive weights of shape ``(E,)``; all 1 by default.
+    num_nodes : int, optional
+        Number of training rows; by default the largest index + 1. Every node in
+        ``range(num_nodes)`` needs at least one out-edge.
+
+    Attributes
+    ----------
+    edges : torch.LongTensor
+        ``(2, E)`` edges sorted by source (stably).
+    weights : torch.DoubleTensor
+        ``(E,)`` weights in the order of :attr:`edges`.
+
+    Examples
+    --------
+    >>> edges = torch.tensor([[0, 0, 1, 2], [1, 2, 0, 0]])
+    >>> graph = WeightedGraph(edges, weights=torch.tensor([1.0, 3.0, 1.0, 1.0]))
+    >>> graph
+    WeightedGraph(num_nodes=3, num_edges=4)
+    >>> graph.sample(torch.tensor([1, 2]), num_rows=3).tolist()
+    [0, 0]
+    """
+
+    def __init__(self, edges, weights=None, num_nodes=None):
+        super().__init__()
+        edges = _as_tensor(edges)
+        if not (
+            isinstance(edges, torch.Tensor)
+            and not (edges.is_floating_point() or edges.is_complex() or edges.dtype == torch.bool)
+            and edges.dim() == 2
+            and edges.shape[0] == 2
+            and edges.shape[1] >= 1
+        ):
+            got = (
+                f"dtype {edges.dtype} and shape {tuple(edges.shape)}"
+                if isinstance(edges, torch.Tensor)
+                else type(edges).__name__
+            )
+            raise ValueError(f"edges must be an integer tensor of shape (2, E) with E >= 1, got {got}")
+        edges = edges.long()
+        num_edges = edges.shape[1]
+        if weights is None:
+            weights = torch.ones(num_edges, dtype=torch.float64, device=edges.device)
+        else:
+            weights = _as_tensor(weights)
+            if not (
+                isinstance(weights, torch.Tensor)
+                and not (weights.is_complex() or weights.dtype == torch.bool)
+                and weights.shape == (num_edges,)
+            ):
+                got = (
+                    f"dtype {weights.dtype} and shape {tuple(weights.shape)}"
+                    if isinstance(weights, torch.Tensor)
+                    else type(weights).__name__
+                )
+                raise ValueError(f"weights must be a real tensor of shape (E,)=({num_edges},), got {got}")
+            weights = weights.to(device=edges.device, dtype=torch.float64)
+            bad = ~(torch.isfinite(weights) & (weights > 0))
+            if bool(bad.any()):
+                first = int(bad.nonzero()[0])
+                raise ValueError(
+                    f"weights must be finite and > 0: {int(bad.sum())} of {num_edges} are not, "
+                    f"the first is weights[{first}]={weights[first].item()}"
+                )
+        lowest, highest = int(edges.min()), int(edges.max())
+        if lowest < 0:
+            raise ValueError(f"edges must hold node indices >= 0, got {lowest}")
+        if num_nodes is None:
+            num_nodes = highest + 1
+        elif not (_is_int(num_nodes) and num_nodes >= 1):
+            raise ValueError(f"num_nodes must be None or an int >= 1, got num_nodes={num_nodes!r}")
+        elif highest >= num_nodes:
+            raise ValueError(
+                f"edges must hold node indices in range(num_nodes={num_nodes}), got node {highest}"
+            )
+
+        if not bool((edges[0, 1:] >= edges[0, :-1]).all()):  # sorted input (LabelKernelGraph) skips the sort
+            order = torch.argsort(edges[0], stable=True)
+            edges, weights = edges[:, order], weights[order]
+        sources, targets = edges
+        degrees = torch.bincount(sources, minlength=num_nodes)
+        lonely = (degrees == 0).nonzero().flatten()
+        if len(lonely):
+            listed = ", ".join(str(i) for i in lonely[:5].tolist()) + (", ..." if len(lonely) > 5 else "")
+            raise ValueError(
+                f"every node in range(num_nodes={num_nodes}) needs at least one out-edge (i, j) "
+                f"to be drawn as an anchor i, but {len(lonely)} have none: {listed}"
+            )
+        last = degrees.cumsum(0) - 1  # position of each node's last out-edge
+        totals = torch.zeros(num_nodes, dtype=torch.float64, device=edges.device).index_add_(0, sources, weights)
+        running = torch.cumsum(weights / totals[sources], 0)
+        # Each row's cumulative probabilities, taken from the global running sum: non-decreasing,
+        # clamped to 1, and ending at exactly 1 so that row i spans (i, i + 1] with no gap.
+        before = torch.cat([running.new_zeros(1), running[last[:-1]]])
+        cumulative = running.sub_(before[sources]).clamp_(0, 1).add_(sources)
+        cumulative[last] = torch.arange(1, num_nodes + 1, dtype=torch.float64, device=edges.device)
+
+        self.edges = edges
+        self.weights = weights
+        self.num_nodes = num_nodes
+        self._set_tables(cumulative, last, targets)
+
+    @property
+    def num_edges(self):
+        return self.edges.shape[1]
+
+    def _sample(self, anchors, num_rows):
+        cumulative, last, targets = self._tables_on(anchors.device)
+        u = torch.rand(anchors.shape, dtype=torch.float64, device=anchors.device)
+        # first edge whose cumulative value exceeds anchor + u; where anchor + u rounds up to
+        # anchor + 1 it would land in the next row, so clamp to the anchor's last edge
+        edge = torch.searchsorted(cumulative, anchors + u, right=True)
+        return targets[torch.minimum(edge, last[anchors])]
+
+    def __repr__(self):
+        return f"{type(self).__name__}(num_nodes={self.num_nodes}, num_edges={self.num_edges})"
+
+
+class LabelKernelGraph(WeightedGraph):
+    """
+    C-Mixup's label-similarity graph: the partner of row ``i`` is ``j != i`` with probability
+    proportional to ``exp(-||y_i - y_j||**2 / (2 h**2))``.
+
+    Sampling is exact up to one truncation: row ``i`` keeps the ``j != i`` whose weight is at
+    least ``1e-12`` times the largest weight over ``j != i``; lighter edges are dropped (their
+    total probability is below ``1e-12 (N - 2)``). The kept edges are built once, in chunks
+    of rows so that no dense ``N x N`` matrix is stored, with exact squared distances in
+    float64 on the labels' device, then sampled as a :class:`WeightedGraph`.
+
+    Parameters
+    ----------
+    labels : torch.Tensor or numpy.ndarray
+        Floating training labels of shape ``(N,)`` or ``(N, d)``; finite, ``N >= 2``.
+    bandwidth : float
+        Kernel bandwidth ``h > 0``.
+    max_edges : int
+        Largest number of kept edges; a larger bandwidth keeps more edges, up to ``N (N - 1)``.
+
+    Examples
+    --------
+    >>> graph = LabelKernelGraph(torch.tensor([0.0, 0.1, 5.0]), bandwidth=0.1)
+    >>> graph.edges.tolist()
+    [[0, 1, 2], [1, 0, 1]]
+    >>> graph.sample(torch.tensor([2, 0]), num_rows=3).tolist()
+    [1, 1]
+    """
+
+    def __init__(self, labels, bandwidth, *, max_edges=5 * 10**7):
+        y = _data_rows("labels", labels).to(torch.float64)
+        if not (_is_real(bandwidth) and 0 < bandwidth < math.inf):
+            raise ValueError(f"bandwidth must be a finite number > 0, got bandwidth={bandwidth!r}")
+        if not (_is_int(max_edges) and max_edges >= 1):
+            raise ValueError(f"max_edges must be an int >= 1, got max_edges={max_edges!r}")
+        super().__init__(*_kernel_edges(y, float(bandwidth), max_edges), num_nodes=len(y))
+        self.bandwidth = float(bandwidth)
+
+    def __repr__(self):
+        return f"LabelKernelGraph(num_nodes={self.num_nodes}, bandwidth={self.bandwidth}, num_edges={self.num_edges})"

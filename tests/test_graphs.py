@@ -1,0 +1,341 @@
+# SPDX-License-Identifier: Apache-2.0
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_probmix.graphs import FullGraph, Graph, KNNGraph, LabelKernelGraph, WeightedGraph
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def brute_knn(x, k, standardize=True):
+    """Reference k-NN sets: float64, full distance matrix, argsort."""
+    x = torch.as_tensor(x, dtype=torch.float64).reshape(len(x), -1)
+    if standardize:
+        std = x.std(0)
+        x = x[:, std > 0] / std[std > 0]  # a constant column adds no distance
+    dist = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
+    dist.fill_diagonal_(math.inf)
+    return dist.argsort(1)[:, :k]
+
+
+def same_sets(a, b):
+    return torch.equal(a.sort(1).values, b.sort(1).values)
+
+
+def pair_frequencies(graph, num_rows, draws_per_anchor):
+    """Empirical P(partner = j | anchor = i) as a (num_rows, num_rows) matrix."""
+    anchors = torch.arange(num_rows).repeat(draws_per_anchor)
+    partners = graph.sample(anchors, num_rows)
+    counts = torch.bincount(anchors * num_rows + partners, minlength=num_rows**2)
+    return counts.reshape(num_rows, num_rows).double() / draws_per_anchor
+
+
+def kernel_probs(labels, bandwidth):
+    y = torch.as_tensor(labels, dtype=torch.float64).reshape(len(labels), -1)
+    weights = torch.exp(-torch.cdist(y, y).square() / (2 * bandwidth**2))
+    weights.fill_diagonal_(0)
+    return weights / weights.sum(1, keepdim=True)
+
+
+# ------------------------------------------------------------------------------------- KNNGraph
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("chunk_size", [None, 7])
+@pytest.mark.parametrize("k", [1, 5, 10])
+def test_knn_matches_brute_force(k, chunk_size, dtype):
+    torch.manual_seed(0)
+    x = torch.randn(300, 4, dtype=torch.float64) * torch.tensor([1.0, 10.0, 0.1, 3.0]) + 5.0
+    graph = KNNGraph(x.to(dtype), k=k, chunk_size=chunk_size)
+    assert graph.neighbors.shape == (300, k)
+    assert graph.neighbors.dtype == torch.int64
+    assert same_sets(graph.neighbors, brute_knn(x, k))
+
+
+def test_knn_without_standardize_uses_raw_distances():
+    torch.manual_seed(1)
+    x = torch.randn(200, 3, dtype=torch.float64) * torch.tensor([1.0, 100.0, 0.01])
+    graph = KNNGraph(x, k=5, standardize=False, chunk_size=13)
+    assert same_sets(graph.neighbors, brute_knn(x, 5, standardize=False))
+    assert not same_sets(graph.neighbors, brute_knn(x, 5))  # standardising changes the graph
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_knn_constant_column_adds_no_distance(dtype):
+    torch.manual_seed(2)
+    x = torch.randn(300, 4, dtype=torch.float64)
+    x[:, 2] = 0.1  # its float32 std is a rounding residue, not 0
+    graph = KNNGraph(x.to(dtype), k=5, chunk_size=7)
+    assert same_sets(graph.neighbors, brute_knn(x, 5))
+
+
+def test_knn_duplicates_are_neighbours_but_self_is_not():
+    torch.manual_seed(3)
+    x = torch.randn(50, 3)
+    x[20] = x[10]
+    x[31] = x[30]
+    x[32] = x[30]
+    graph = KNNGraph(x, k=2, chunk_size=7)
+    rows = torch.arange(50).unsqueeze(1)
+    assert (graph.neighbors != rows).all()
+    assert graph.neighbors[10, 0] == 20 and graph.neighbors[20, 0] == 10
+    assert set(graph.neighbors[30].tolist()) == {31, 32}
+    assert set(graph.neighbors[31].tolist()) == {30, 32}
+    assert set(graph.neighbors[32].tolist()) == {30, 31}
+
+
+def test_knn_all_rows_equal():
+    graph = KNNGraph(torch.ones(6, 2), k=5)
+    assert (graph.neighbors.sort(1).values == torch.tensor([[j for j in range(6) if j != i] for i in range(6)])).all()
+
+
+def test_knn_accepts_1d_and_numpy():
+    graph = KNNGraph(np.array([0.0, 1.0, 3.0, 7.0, 7.5]), k=2)
+    assert graph.neighbors.tolist() == [[1, 2], [0, 2], [1, 0], [4, 2], [3, 2]]
+    assert graph.num_nodes == 5
+
+
+def test_graphs_accept_features_that_require_grad():
+    x = torch.tensor([0.0, 1.0, 3.0, 7.0], requires_grad=True)
+    assert KNNGraph(x, k=1).neighbors.flatten().tolist() == [1, 0, 1, 2]
+    assert LabelKernelGraph(x, bandwidth=1.0).num_edges == 12  # largest excess 48 <= 2 ln(1e12)
+
+
+def test_knn_partners_uniform_over_neighbours():
+    torch.manual_seed(4)
+    n, k, draws = 20, 3, 4000
+    graph = KNNGraph(torch.randn(n, 2), k=k)
+    freq = pair_frequencies(graph, n, draws)
+    expected = torch.zeros(n, n, dtype=torch.float64)
+    expected.scatter_(1, graph.neighbors, 1.0 / k)
+    # std of one frequency is sqrt(1/3 * 2/3 / 4000) = 0.0075: 0.04 is > 5 sigma
+    assert (freq - expected).abs().max() < 0.04
+
+
+# ------------------------------------------------------------------------------------ FullGraph
+
+
+@pytest.mark.parametrize("self_loops", [False, True])
+def test_full_graph_frequencies(self_loops):
+    torch.manual_seed(5)
+    n, draws = 5, 20000
+    freq = pair_frequencies(FullGraph(self_loops=self_loops), n, draws)
+    if self_loops:
+        expected = torch.full((n, n), 1.0 / n, dtype=torch.float64)
+    else:
+        expected = (1 - torch.eye(n, dtype=torch.float64)) / (n - 1)
+    # std of one frequency <= sqrt(0.25 * 0.75 / 20000) = 0.0031: 0.015 is > 4.5 sigma
+    assert (freq - expected).abs().max() < 0.015
+    if not self_loops:
+        assert freq.diagonal().eq(0).all()
+
+
+def test_full_graph_any_batch_size():
+    graph = FullGraph()
+    assert graph.num_nodes is None
+    for n in (2, 3, 17):
+        anchors = torch.arange(n).repeat(100)
+        partners = graph.sample(anchors, n)
+        assert ((partners >= 0) & (partners < n) & (partners != anchors)).all()
+    assert graph.sample(torch.tensor([0, 1]), 2).tolist() == [1, 0]
+
+
+# --------------------------------------------------------------------------- WeightedGraph
+
+
+def test_weighted_graph_frequencies_unsorted_unequal():
+    # unsorted edge list with unequal weights, an explicit self-loop 0 -> 0 and a repeated edge 2 -> 1
+    edges = torch.tensor([[2, 0, 1, 0, 2, 1, 0, 2], [0, 1, 2, 2, 1, 0, 0, 1]])
+    weights = torch.tensor([1.0, 3.0, 2.0, 1.0, 4.0, 0.5, 0.25, 1.0])
+    graph = WeightedGraph(edges, weights)
+    assert graph.num_nodes == 3 and graph.num_edges == 8
+    assert graph.edges[0].tolist() == [0, 0, 0, 1, 1, 2, 2, 2]
+    expected = torch.zeros(3, 3, dtype=torch.float64)
+    expected.index_put_((edges[0], edges[1]), weights.double(), accumulate=True)
+    expected /= expected.sum(1, keepdim=True)
+    torch.manual_seed(6)
+    freq = pair_frequencies(graph, 3, 20000)
+    # std of one frequency <= sqrt(0.25 / 20000) = 0.0035: 0.015 is > 4 sigma
+    assert (freq - expected).abs().max() < 0.015
+
+
+def test_weighted_graph_default_weights_and_num_nodes():
+    edges = np.array([[0, 0, 0, 0, 1, 2, 3], [1, 2, 3, 3, 0, 0, 0]])
+    graph = WeightedGraph(edges, num_nodes=4)
+    torch.manual_seed(7)
+    freq = pair_frequencies(graph, 4, 20000)
+    assert abs(freq[0, 3] - 0.5) < 0.015 and abs(freq[0, 1] - 0.25) < 0.015
+    assert freq[1:, 0].eq(1).all()
+
+
+def test_weighted_graph_deterministic_rows_at_large_indices():
+    # anchor + u is rounded at large indices; a single out-edge must still always be taken
+    n = 2**21
+    sources = torch.arange(n)
+    graph = WeightedGraph(torch.stack([sources, (sources + 1) % n]))
+    anchors = torch.randint(n, (10000,))
+    assert torch.equal(graph.sample(anchors, n), (anchors + 1) % n)
+
+
+# ------------------------------------------------------------------------- LabelKernelGraph
+
+
+@pytest.mark.parametrize(
+    "labels, bandwidth",
+    [
+        ([0.0, 0.3, 0.5, 1.2, 2.0, 2.1], 0.5),
+        ([[0.0, 1.0], [0.3, 0.2], [0.5, 0.5], [1.2, 0.0], [2.0, 1.5], [2.1, 1.0]], 0.8),
+    ],
+)
+def test_label_kernel_frequencies(labels, bandwidth):
+    labels = torch.tensor(labels)
+    graph = LabelKernelGraph(labels, bandwidth)
+    expected = kernel_probs(labels, bandwidth)
+    torch.manual_seed(8)
+    freq = pair_frequencies(graph, len(labels), 20000)
+    # std of one frequency <= sqrt(0.25 / 20000) = 0.0035: 0.015 is > 4 sigma
+    assert (freq - expected).abs().max() < 0.015
+    assert freq.diagonal().eq(0).all()
+
+
+def test_label_kernel_keeps_exact_weights():
+    torch.manual_seed(9)
+    labels = torch.randn(40, dtype=torch.float64)
+    graph = LabelKernelGraph(labels, bandwidth=1.0)
+    assert graph.num_edges == 40 * 39  # nothing below 1e-12 of the row maximum
+    dense = torch.zeros(40, 40, dtype=torch.float64)
+    dense[graph.edges[0], graph.edges[1]] = graph.weights
+    dense /= dense.sum(1, keepdim=True)
+    assert torch.allclose(dense, kernel_probs(labels, 1.0), rtol=1e-12, atol=0)
+
+
+def test_label_kernel_truncates_negligible_edges():
+    # weights relative to the row maximum: 0 -> 100 is exp(-4999.5), 2 -> 0 is exp(-99.5)
+    graph = LabelKernelGraph(np.array([0.0, 1.0, 100.0]), bandwidth=1.0)
+    assert graph.edges.tolist() == [[0, 1, 2], [1, 0, 1]]
+    assert repr(graph) == "LabelKernelGraph(num_nodes=3, bandwidth=1.0, num_edges=3)"
+
+
+def test_label_kernel_duplicates_are_partners():
+    graph = LabelKernelGraph(torch.tensor([1.0, 1.0, 1.0, 9.0]), bandwidth=0.1)
+    torch.manual_seed(10)
+    freq = pair_frequencies(graph, 4, 5000)
+    assert freq.diagonal().eq(0).all()
+    assert (freq[:3, :3] + torch.eye(3, dtype=torch.float64) * 0.5 - 0.5).abs().max() < 0.04
+    assert freq[3, :3].sum() == 1  # the isolated row still has partners
+
+
+# --------------------------------------------------------------------------------- all graphs
+
+
+GRAPHS = {
+    "full": lambda: FullGraph(),
+    "full_self_loops": lambda: FullGraph(self_loops=True),
+    "knn": lambda: KNNGraph(torch.randn(30, 3), k=4),
+    "label_kernel": lambda: LabelKernelGraph(torch.randn(30), bandwidth=0.3),
+    "weighted": lambda: weighted_graph_without_self_loops(30),
+}
+
+
+def weighted_graph_without_self_loops(n):
+    sources = torch.arange(n).repeat(2)
+    targets = (sources + torch.randint(1, n, (2 * n,))) % n
+    return WeightedGraph(torch.stack([sources, targets]), torch.rand(2 * n) + 0.1)
+
+
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+@pytest.mark.parametrize("device", DEVICES)
+def test_repeatable_dtype_and_device(name, device):
+    torch.manual_seed(11)
+    graph = GRAPHS[name]()
+    assert isinstance(graph, Graph)
+    anchors = torch.randint(30, (500,), device=device)
+    torch.manual_seed(12)
+    first = graph.sample(anchors, 30)
+    torch.manual_seed(12)
+    second = graph.sample(anchors, 30)
+    assert torch.equal(first, second)
+    assert first.dtype == torch.int64 and first.device == anchors.device and first.shape == (500,)
+    assert ((first >= 0) & (first < 30)).all()
+    if name != "full_self_loops":
+        assert (first != anchors).all()
+    torch.manual_seed(13)
+    assert not torch.equal(first, graph.sample(anchors, 30))
+
+
+@pytest.mark.parametrize("name", ["knn", "label_kernel", "weighted"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_tables_copied_once_per_device(name, device):
+    graph = GRAPHS[name]()
+    anchors = torch.arange(30, device=device)
+    graph.sample(anchors, 30)
+    tables = graph._tables[anchors.device]
+    graph.sample(anchors, 30)
+    assert graph._tables[anchors.device] is tables
+    assert all(table.device == anchors.device for table in tables)
+
+
+@pytest.mark.parametrize("name", ["knn", "label_kernel", "weighted"])
+def test_num_rows_mismatch(name):
+    graph = GRAPHS[name]()
+    assert graph.num_nodes == 30
+    with pytest.raises(ValueError, match=r"built over the 30 training rows.*num_rows=31.*pyro\.plate\('data', 30"):
+        graph.sample(torch.arange(4), 31)
+
+
+# -------------------------------------------------------------------------------- bad inputs
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda: KNNGraph(torch.randn(5, 2), k=0), r"k must be an int with 1 <= k < N=5.*k=0"),
+        (lambda: KNNGraph(torch.randn(5, 2), k=5), r"1 <= k < N=5.*k=5"),
+        (lambda: KNNGraph(torch.randn(5, 2), k=2.0), r"k must be an int.*k=2\.0"),
+        (lambda: KNNGraph(torch.randn(5, 2), k=True), r"k must be an int.*k=True"),
+        (lambda: KNNGraph(torch.randn(5, 2), k=2, chunk_size=0), r"chunk_size must be None or an int >= 1"),
+        (lambda: KNNGraph(torch.randn(5, 2), k=2, standardize=1), r"standardize must be a bool"),
+        (lambda: KNNGraph(torch.tensor([[1.0], [2.0], [math.nan], [3.0], [math.inf]]), k=1),
+         r"features must be finite: 2 of 5 rows hold NaN or inf, the first is row 2"),
+        (lambda: KNNGraph(torch.randn(1, 3), k=1), r"features must have shape .* N >= 2 rows.*\(1, 3\)"),
+        (lambda: KNNGraph(torch.randn(2, 2, 2), k=1), r"features must have shape.*\(2, 2, 2\)"),
+        (lambda: KNNGraph(torch.arange(6).reshape(3, 2), k=1), r"features must be a floating .*torch\.int64"),
+        (lambda: KNNGraph([[0.0], [1.0]], k=1), r"features must be a floating tensor or numpy array.*list"),
+        (lambda: LabelKernelGraph(torch.randn(5), bandwidth=0.0), r"bandwidth must be a finite number > 0.*0\.0"),
+        (lambda: LabelKernelGraph(torch.randn(5), bandwidth=-1), r"bandwidth must be .* > 0.*-1"),
+        (lambda: LabelKernelGraph(torch.randn(5), bandwidth=math.inf), r"bandwidth must be a finite"),
+        (lambda: LabelKernelGraph(torch.tensor([0.0, math.nan, 1.0]), 1.0), r"labels must be finite: 1 of 3 .* row 1"),
+        (lambda: LabelKernelGraph(torch.randn(100), 10.0, max_edges=1000), r"keeps more than max_edges=1000.*smaller bandwidth"),
+        (lambda: WeightedGraph(torch.tensor([[0, 1], [1, 5]]), num_nodes=3), r"range\(num_nodes=3\), got node 5"),
+        (lambda: WeightedGraph(torch.tensor([[0, -1], [1, 0]])), r"indices >= 0, got -1"),
+        (lambda: WeightedGraph(torch.tensor([[0, 1, 3], [1, 0, 0]])), r"at least one out-edge.*1 have none: 2$"),
+        (lambda: WeightedGraph(torch.tensor([[0, 1], [1, 0]]), num_nodes=9),
+         r"range\(num_nodes=9\) needs at least one out-edge.*7 have none: 2, 3, 4, 5, 6, \.\.\."),
+        (lambda: WeightedGraph(torch.tensor([[0, 1], [1, 0]]), torch.tensor([1.0, 0.0])),
+         r"weights must be finite and > 0: 1 of 2 are not, the first is weights\[1\]=0\.0"),
+        (lambda: WeightedGraph(torch.tensor([[0, 1], [1, 0]]), torch.tensor([-2.0, math.nan])),
+         r"2 of 2 are not, the first is weights\[0\]=-2\.0"),
+        (lambda: WeightedGraph(torch.tensor([[0, 1], [1, 0]]), torch.ones(3)), r"weights must be a real tensor of shape \(E,\)=\(2,\)"),
+        (lambda: WeightedGraph(torch.tensor([0, 1])), r"edges must be an integer tensor of shape \(2, E\).*\(2,\)"),
+        (lambda: WeightedGraph(torch.tensor([[0.0, 1.0], [1.0, 0.0]])), r"edges must be an integer .*torch\.float32"),
+        (lambda: WeightedGraph(torch.zeros(2, 0, dtype=torch.long)), r"E >= 1"),
+        (lambda: FullGraph(self_loops="yes"), r"self_loops must be a bool"),
+    ],
+)
+def test_bad_construction(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+def test_bad_sample_arguments():
+    with pytest.raises(ValueError, match=r"num_rows >= 2, got num_rows=1: a plate of one row cannot be paired"):
+        FullGraph().sample(torch.tensor([0]), 1)
+    with pytest.raises(ValueError, match=r"num_rows >= 1, got num_rows=0"):
+        FullGraph(self_loops=True).sample(torch.tensor([], dtype=torch.long), 0)
+    with pytest.raises(ValueError, match=r"anchors must be a LongTensor.*torch\.float32"):
+        FullGraph().sample(torch.tensor([0.0, 1.0]), 2)
+    with pytest.raises(ValueError, match=r"num_rows must be an int, got num_rows=2\.0"):
+        FullGraph().sample(torch.tensor([0, 1]), 2.0)
