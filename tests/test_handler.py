@@ -463,3 +463,21 @@ def test_weighted_graph_gives_deterministic_pairs():
     with probmix(lam=0.5, graph=graph) as handler:
         elbo_loss(regression_model, x, x)
     assert torch.equal(handler.pairings["data"].partner, perm)
+
+
+@pytest.mark.parametrize("alpha", [0.01, 0.1, 0.5, 1.0, 3.0])
+def test_symmetric_beta_sampler_matches_the_beta_cdf(alpha):
+    from scipy import stats
+
+    from pyro_probmix.handler import sample_symmetric_beta
+
+    torch.manual_seed(0)
+    n = 200000
+    lam = sample_symmetric_beta(alpha, n).double()
+    assert ((lam >= 0) & (lam <= 1)).all()
+    # the CDF at fixed points, including the tails where small alpha puts its mass (draws within
+    # float32 rounding of 1 are 1.0, so a KS test over the sample points would see false ties)
+    t = torch.tensor([1e-30, 1e-6, 0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99, 1 - 1e-6])
+    empirical = (lam[:, None] <= t).double().mean(0)
+    exact = torch.from_numpy(stats.beta(alpha, alpha).cdf(t.numpy()))
+    assert (empirical - exact).abs().max() < 4 * 0.5 / n**0.5  # 4 binomial standard errors

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine; installs what it needs into .venv (idempotently).
+#   bash run.sh demo   # toy regression of the paper (§6.1): ERM vs ProbMix variants, table + plot
+#   bash run.sh test   # the test suite (pytest, doctests)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+
+setup() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        "$PYTHON" -m venv "$VENV"
+    fi
+    # reinstall only when the project's requirements change
+    local stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+    if [ ! -f "$stamp" ]; then
+        # torch first, pinned: 2.13.0 is the CPU build this project is tested with (an unpinned
+        # torch pulls a multi-GB CUDA build); then pyro-ppl and the package with its extras
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[dev,experiments]"
+        rm -f "$VENV"/.installed-*
+        touch "$stamp"
+    fi
+}
+
+case "${1:-}" in
+    demo)
+        setup
+        shift
+        "$VENV/bin/python" examples/toy_regression.py "$@"
+        ;;
+    test)
+        setup
+        shift
+        "$VENV/bin/python" -m pytest "$@"
+        ;;
+    *)
+        echo "usage: bash run.sh demo|test [extra arguments]" >&2
+        exit 2
+        ;;
+esac
