@@ -136,6 +136,7 @@ class ProbMixMessenger(Messenger):
         self.label_kernel = label_kernel
         self._plates = {}
         self._layouts = {}  # (batch, device) -> static rows of the subsample path
+        self._kernels = {}  # (site name, family) -> label kernel
 
     def __enter__(self):
         self._plates = {}
@@ -335,6 +336,12 @@ class ProbMixMessenger(Messenger):
         msg["scale"] = msg["scale"] * pairing.scale
 
     def _kernel(self, msg, d):
+        key = msg["name"], type(d), type(getattr(d, "base_dist", None))
+        if key not in self._kernels:
+            self._kernels[key] = self._choose_kernel(msg, d)
+        return self._kernels[key]
+
+    def _choose_kernel(self, msg, d):
         try:
             kernel = self.label_kernel or default_label_kernel(d, self.beta)
         except NotImplementedError as e:

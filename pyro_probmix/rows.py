@@ -2,6 +2,8 @@
 """
 Row selection along a batch dimension of a distribution: the partner rows of a plate.
 """
+import functools
+
 import torch
 from pyro.distributions import Independent
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
@@ -51,12 +53,18 @@ def take_rows(d, index, dim):
     return _take_leaf_rows(d, index, dim)
 
 
-def _take_leaf_rows(d, index, dim):
-    stored = vars(d)
-    names = [name for name in d.arg_constraints if name in stored]
+@functools.lru_cache(maxsize=256)
+def _constructor_params(arg_names, stored):
+    """Constructor arguments among ``arg_names`` that an instance storing ``stored`` can give."""
+    names = [name for name in arg_names if name in stored]
     for group in _EXCLUSIVE_PARAMS:
         present = [name for name in group if name in names]
         names = [name for name in names if name not in present[1:]]
+    return tuple(names)
+
+
+def _take_leaf_rows(d, index, dim):
+    names = _constructor_params(tuple(d.arg_constraints), frozenset(vars(d)))
     if not names:
         raise TypeError(
             f"cannot select rows of {type(d).__name__}: none of its arg_constraints "

@@ -481,3 +481,30 @@ def test_symmetric_beta_sampler_matches_the_beta_cdf(alpha):
     empirical = (lam[:, None] <= t).double().mean(0)
     exact = torch.from_numpy(stats.beta(alpha, alpha).cdf(t.numpy()))
     assert (empirical - exact).abs().max() < 4 * 0.5 / n**0.5  # 4 binomial standard errors
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("subsample_size", [None, 16])
+def test_svi_step_runs_where_the_data_lives(device, dtype, subsample_size):
+    n = 64
+    x = torch.randn(n, 3, device=device, dtype=dtype)
+    y = x.sum(-1)
+    net = torch.nn.Linear(3, 2).to(device=device, dtype=dtype)
+
+    def model(x, y):
+        pyro.module("net", net)
+        with pyro.plate("data", n, subsample_size=subsample_size, device=device) as idx:
+            h = embedding("h", dist.Normal(x[idx], 0.1).to_event(1))
+            out = net(h)
+            pyro.sample("y", dist.Normal(out[:, 0], out[:, 1].exp()), obs=y[idx])
+
+    svi = SVI(model, _no_guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO())
+    with probmix(alpha=0.5, graph=KNNGraph(x, k=3), plate="data") as handler:
+        loss = svi.step(x, y)
+    pairing = handler.pairings["data"]
+    assert math.isfinite(loss)
+    assert pairing.partner.device.type == device and pairing.lam.device.type == device
