@@ -28,6 +28,9 @@ from .rows import take_rows
 __all__ = ["ProbMixMessenger", "probmix", "Pairing", "ProbMixLikelihood", "sample_symmetric_beta"]
 
 
+_PARTICLE_PLATE = "num_particles_vectorized"  # the plate over particles of pyro.infer.elbo
+
+
 @dataclass
 class Pairing:
     """
@@ -263,7 +266,11 @@ class ProbMixMessenger(Messenger):
         return frame, record.pairing
 
     def _data_frame(self, msg):
-        frames = [f for f in msg["cond_indep_stack"] if f.vectorized]
+        # the particle plate of vectorize_particles=True is never a data plate: pairs are
+        # shared by the particles
+        frames = [
+            f for f in msg["cond_indep_stack"] if f.vectorized and f.name != _PARTICLE_PLATE
+        ]
         if self.plate is not None:
             frames = [f for f in frames if f.name == self.plate]
             if not frames:

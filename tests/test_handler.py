@@ -508,3 +508,14 @@ def test_svi_step_runs_where_the_data_lives(device, dtype, subsample_size):
     pairing = handler.pairings["data"]
     assert math.isfinite(loss)
     assert pairing.partner.device.type == device and pairing.lam.device.type == device
+
+
+def test_vectorized_particles_share_the_pairs_of_the_data_plate():
+    x = torch.linspace(-2, 2, 20)
+    y = 1.5 * x
+    guide = AutoNormal(bayesian_model)
+    elbo = Trace_ELBO(num_particles=4, vectorize_particles=True, max_plate_nesting=1)
+    with probmix(alpha=0.3) as handler:
+        loss = elbo.differentiable_loss(bayesian_model, guide, x, y)
+    assert torch.isfinite(loss)
+    assert handler.pairings["data"].partner.shape == (20,)
