@@ -1,0 +1,449 @@
+# SPDX-License-Identifier: Apache-2.0
+"""
+Scores of predictive distributions: likelihood, error, CRPS, and calibration of intervals and
+class probabilities.
+
+Regression metrics take a Gaussian predictive ``Normal(loc, scale)`` by its parameters: ``loc``
+and ``y`` of shape ``(N,)`` or ``(N, d)`` (``N`` rows, ``d`` independent outputs) and ``scale``
+broadcastable to ``loc`` (a float is a homoscedastic scale). A row's score adds up over its ``d``
+outputs and the result averages over rows, so it reads "per data point". Classification metrics
+take ``(N, C)`` class probabilities and ``(N,)`` integer labels.
+
+Scalar scores are returned as Python floats (one host sync each); per-row quantities stay tensors
+on the input's device. Arithmetic runs in at least float32, because half precision loses the
+tails of the normal CDF. Input checks read a flag back from the device, which is the only other
+host sync.
+"""
+import math
+import statistics
+
+import torch
+
+__all__ = [
+    "accuracy",
+    "expected_calibration_error",
+    "gaussian_crps",
+    "gaussian_nll",
+    "interval_coverage",
+    "nll",
+    "pit",
+    "pit_histogram",
+    "reliability_bins",
+    "rmse",
+]
+
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _compute_dtype(*tensors):
+    dtype = torch.float32
+    for t in tensors:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
+def _check_rows(name, x):
+    if x.dim() not in (1, 2) or x.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (N,) or (N, d) with N >= 1, got {tuple(x.shape)}")
+
+
+def _broadcasts_to(shape, target):
+    try:
+        return torch.broadcast_shapes(shape, target) == target
+    except RuntimeError:
+        return False
+
+
+def _gaussian_args(loc, scale, y):
+    """Validated ``(loc, scale, y)`` on ``loc``'s device, in the compute dtype."""
+    loc = torch.as_tensor(loc)
+    scale = torch.as_tensor(scale, device=loc.device)
+    y = torch.as_tensor(y, device=loc.device)
+    _check_rows("loc", loc)
+    if y.shape != loc.shape:
+        raise ValueError(f"y has shape {tuple(y.shape)} but loc has shape {tuple(loc.shape)}")
+    if not _broadcasts_to(scale.shape, loc.shape):
+        raise ValueError(
+            f"scale of shape {tuple(scale.shape)} does not broadcast to loc's shape {tuple(loc.shape)}"
+        )
+    if not bool((scale > 0).all()):  # also rejects NaN
+        raise ValueError(f"scale must be positive, got a minimum of {scale.min().item():g}")
+    dtype = _compute_dtype(loc, scale, y)
+    return loc.to(dtype), scale.to(dtype), y.to(dtype)
+
+
+def _row_mean(score):
+    """Sum a per-entry score over a row's outputs, then average over rows."""
+    return score.reshape(score.shape[0], -1).sum(1).mean().item()
+
+
+def _std_normal_cdf(z):
+    # erfc keeps relative accuracy in the lower tail, where 1 + erf(.) cancels
+    return 0.5 * torch.erfc(-z / math.sqrt(2))
+
+
+def gaussian_nll(loc, scale, y):
+    """
+    Mean negative log-likelihood of ``y`` under ``Normal(loc, scale)``.
+
+    Parameters
+    ----------
+    loc : Tensor of shape (N,) or (N, d)
+    scale : Tensor or float, positive, broadcastable to ``loc``
+    y : Tensor of the shape of ``loc``
+
+    Returns
+    -------
+    float
+        ``-log N(y | loc, scale)`` summed over a row's outputs and averaged over rows.
+
+    Examples
+    --------
+    >>> round(gaussian_nll(torch.zeros(3), 1.0, torch.zeros(3)), 4)  # log(2 pi) / 2
+    0.9189
+    """
+    loc, scale, y = _gaussian_args(loc, scale, y)
+    z = (y - loc) / scale
+    return _row_mean(0.5 * z**2 + scale.log() + _LOG_SQRT_2PI)
+
+
+def nll(dist, y):
+    """
+    Mean negative log-likelihood of ``y`` under any predictive distribution.
+
+    Parameters
+    ----------
+    dist : torch.distributions.Distribution
+        With ``batch_shape`` ``(N,)`` or ``(N, d)``; its ``event_shape`` is free.
+    y : Tensor of shape ``dist.batch_shape + dist.event_shape``
+
+    Returns
+    -------
+    float
+        ``-dist.log_prob(y)`` summed over a row's outputs and averaged over rows.
+
+    Examples
+    --------
+    >>> from torch.distributions import Categorical
+    >>> d = Categorical(probs=torch.tensor([[0.5, 0.5], [0.25, 0.75]]))
+    >>> round(nll(d, torch.tensor([0, 1])), 4)  # -(log 0.5 + log 0.75) / 2
+    0.4904
+    """
+    if not isinstance(dist, torch.distributions.Distribution):
+        raise TypeError(f"dist must be a torch.distributions.Distribution, got {type(dist).__name__}")
+    if len(dist.batch_shape) not in (1, 2) or dist.batch_shape[0] == 0:
+        raise ValueError(
+            f"dist must have batch_shape (N,) or (N, d) with N >= 1, got {tuple(dist.batch_shape)}"
+        )
+    y = torch.as_tensor(y)
+    expected = dist.batch_shape + dist.event_shape
+    if y.shape != expected:
+        raise ValueError(
+            f"y has shape {tuple(y.shape)} but dist has batch_shape + event_shape {tuple(expected)}"
+        )
+    log_p = dist.log_prob(y)
+    return _row_mean(-log_p.to(_compute_dtype(log_p)))
+
+
+def rmse(pred, y):
+    """
+    Root mean squared error over all entries.
+
+    Parameters
+    ----------
+    pred : Tensor of shape (N,) or (N, d), or a Distribution (its ``mean`` is the prediction)
+    y : Tensor of the shape of the prediction
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> round(rmse(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 4.0])), 4)  # sqrt(4 / 2)
+    1.4142
+    """
+    if isinstance(pred, torch.distributions.Distribution):
+        pred = pred.mean
+    pred = torch.as_tensor(pred)
+    y = torch.as_tensor(y, device=pred.device)
+    _check_rows("pred", pred)
+    if y.shape != pred.shape:
+        raise ValueError(f"y has shape {tuple(y.shape)} but pred has shape {tuple(pred.shape)}")
+    dtype = _compute_dtype(pred, y)
+    return (pred.to(dtype) - y.to(dtype)).square().mean().sqrt().item()
+
+
+def _check_scores(name, x):
+    x = torch.as_tensor(x)
+    if x.dim() != 2 or x.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (N, C) with N >= 1, got {tuple(x.shape)}")
+    return x
+
+
+def _check_labels(y, scores, name):
+    y = torch.as_tensor(y, device=scores.device)
+    if y.shape != scores.shape[:1]:
+        raise ValueError(
+            f"y has shape {tuple(y.shape)} but {name} has shape {tuple(scores.shape)};"
+            f" expected y of shape ({scores.shape[0]},)"
+        )
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
+    num_classes = scores.shape[1]
+    if not bool(((y >= 0) & (y < num_classes)).all()):
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}) for {num_classes} classes,"
+            f" got range [{y.min().item()}, {y.max().item()}]"
+        )
+    return y
+
+
+def accuracy(probs_or_logits, y):
+    """
+    Fraction of rows whose highest-scoring class is the label.
+
+    Parameters
+    ----------
+    probs_or_logits : Tensor of shape (N, C)
+        Probabilities or logits: both have the same argmax.
+    y : integer Tensor of shape (N,)
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> accuracy(torch.tensor([[2.0, 1.0], [0.0, 3.0]]), torch.tensor([0, 0]))
+    0.5
+    """
+    scores = _check_scores("probs_or_logits", probs_or_logits)
+    y = _check_labels(y, scores, "probs_or_logits")
+    return (scores.argmax(-1) == y).to(_compute_dtype(scores)).mean().item()
+
+
+def gaussian_crps(loc, scale, y):
+    """
+    Continuous ranked probability score of ``Normal(loc, scale)`` at ``y``, in closed form.
+
+    ``CRPS = scale * [z (2 Phi(z) - 1) + 2 phi(z) - 1 / sqrt(pi)]`` with ``z = (y - loc) / scale``
+    (Gneiting & Raftery, 2007). Lower is better; it has the units of ``y`` and tends to
+    ``|y - loc|`` as ``scale -> 0``.
+
+    Parameters
+    ----------
+    loc : Tensor of shape (N,) or (N, d)
+    scale : Tensor or float, positive, broadcastable to ``loc``
+    y : Tensor of the shape of ``loc``
+
+    Returns
+    -------
+    float
+        The CRPS summed over a row's outputs and averaged over rows.
+
+    Examples
+    --------
+    >>> round(gaussian_crps(torch.zeros(1), 1.0, torch.zeros(1)), 4)  # (sqrt(2) - 1) / sqrt(pi)
+    0.2337
+    """
+    loc, scale, y = _gaussian_args(loc, scale, y)
+    z = (y - loc) / scale
+    pdf = torch.exp(-0.5 * z**2 - _LOG_SQRT_2PI)
+    crps = scale * (z * (2 * _std_normal_cdf(z) - 1) + 2 * pdf - 1 / math.sqrt(math.pi))
+    return _row_mean(crps)
+
+
+def interval_coverage(loc, scale, y, levels=(0.5, 0.8, 0.9, 0.95)):
+    """
+    Fraction of ``y`` inside the central intervals of ``Normal(loc, scale)``.
+
+    The interval of level ``l`` is ``loc ± Phi^{-1}((1 + l) / 2) * scale``, bounds included. A
+    calibrated predictive covers about ``l``; less means overconfident.
+
+    Parameters
+    ----------
+    loc : Tensor of shape (N,) or (N, d)
+    scale : Tensor or float, positive, broadcastable to ``loc``
+    y : Tensor of the shape of ``loc``
+    levels : iterable of floats in the open interval (0, 1)
+
+    Returns
+    -------
+    dict
+        ``{level: coverage}``, the coverage a float over all entries of ``y``.
+
+    Examples
+    --------
+    >>> y = torch.tensor([0.0, 0.5, 1.5, 3.0])
+    >>> interval_coverage(torch.zeros(4), 1.0, y, levels=(0.5, 0.9))
+    {0.5: 0.5, 0.9: 0.75}
+    """
+    levels = tuple(float(level) for level in levels)
+    if not levels or not all(0 < level < 1 for level in levels):
+        raise ValueError(f"levels must be a non-empty collection of numbers in (0, 1), got {levels}")
+    loc, scale, y = _gaussian_args(loc, scale, y)
+    half_width = torch.tensor(
+        [statistics.NormalDist().inv_cdf((1 + level) / 2) for level in levels],
+        dtype=loc.dtype,
+        device=loc.device,
+    )
+    inside = ((y - loc) / scale).abs().unsqueeze(-1) <= half_width
+    coverage = inside.reshape(-1, len(levels)).to(loc.dtype).mean(0).tolist()
+    return dict(zip(levels, coverage))
+
+
+def pit(loc, scale, y):
+    """
+    Probability integral transform ``Phi((y - loc) / scale)`` of each target.
+
+    Under a calibrated predictive these values are Uniform(0, 1); a U-shaped histogram means an
+    overconfident (too narrow) predictive, a hump an underconfident one.
+
+    Parameters
+    ----------
+    loc : Tensor of shape (N,) or (N, d)
+    scale : Tensor or float, positive, broadcastable to ``loc``
+    y : Tensor of the shape of ``loc``
+
+    Returns
+    -------
+    Tensor
+        Of the shape of ``loc``, values in [0, 1].
+
+    Examples
+    --------
+    >>> pit(torch.zeros(3), 1.0, torch.tensor([-1.96, 0.0, 1.96]))
+    tensor([0.0250, 0.5000, 0.9750])
+    """
+    loc, scale, y = _gaussian_args(loc, scale, y)
+    return _std_normal_cdf((y - loc) / scale)
+
+
+def _check_bins(bins):
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise ValueError(f"bins must be a positive int, got {bins!r}")
+
+
+def pit_histogram(pit_values, bins=10):
+    """
+    Counts of PIT values in ``bins`` equal-width bins ``[k / bins, (k + 1) / bins)`` of [0, 1].
+
+    A value of exactly 1 falls in the last bin.
+
+    Parameters
+    ----------
+    pit_values : Tensor of any shape with values in [0, 1], e.g. the output of :func:`pit`
+    bins : int
+
+    Returns
+    -------
+    Tensor
+        int64 counts of shape ``(bins,)``.
+
+    Examples
+    --------
+    >>> pit_histogram(torch.tensor([0.05, 0.1, 0.55, 1.0]), bins=4)
+    tensor([2, 0, 1, 1])
+    """
+    _check_bins(bins)
+    u = torch.as_tensor(pit_values).flatten()
+    if not bool(((u >= 0) & (u <= 1)).all()):  # also rejects NaN
+        raise ValueError(
+            f"PIT values must lie in [0, 1], got range [{u.min().item():g}, {u.max().item():g}]"
+        )
+    index = (u * bins).long().clamp(max=bins - 1)
+    return torch.bincount(index, minlength=bins)
+
+
+def _top_label_sums(probs, y, bins):
+    """Per-bin (count, sum of confidences, number correct) of the top-label predictions."""
+    _check_bins(bins)
+    probs = _check_scores("probs", probs)
+    y = _check_labels(y, probs, "probs")
+    # a half-precision softmax can miss 1 by a few ulps of its own dtype
+    tol = max(1e-4, 8 * torch.finfo(probs.dtype).eps) if probs.is_floating_point() else 1e-4
+    probs = probs.to(_compute_dtype(probs))
+    row_sums = probs.sum(-1)
+    if not bool(((probs >= 0).all() & ((row_sums - 1).abs() <= tol).all())):
+        raise ValueError(
+            f"probs must be class probabilities: non-negative with rows summing to 1 within {tol:g};"
+            f" got entries in [{probs.min().item():g}, {probs.max().item():g}] and row sums in"
+            f" [{row_sums.min().item():g}, {row_sums.max().item():g}]. For logits pass"
+            " logits.softmax(-1)."
+        )
+    confidence, prediction = probs.max(-1)
+    correct = (prediction == y).to(probs.dtype)
+    # bins ((k - 1) / B, k / B] as in Guo et al. (2017)
+    edges = torch.linspace(0, 1, bins + 1, dtype=probs.dtype, device=probs.device)[1:-1]
+    index = torch.bucketize(confidence, edges)
+    # a dense membership mask rather than index_add_, whose float atomics are nondeterministic on GPU
+    member = index.unsqueeze(-1) == torch.arange(bins, device=probs.device)
+    counts = member.sum(0)
+    return counts, (member * confidence.unsqueeze(-1)).sum(0), (member * correct.unsqueeze(-1)).sum(0)
+
+
+def reliability_bins(probs, y, bins=15):
+    """
+    Reliability diagram of the top-label predictions over ``bins`` equal-width confidence bins.
+
+    Bin ``k`` holds the rows whose top probability lies in ``((k - 1) / bins, k / bins]``.
+
+    Parameters
+    ----------
+    probs : Tensor of shape (N, C)
+        Class probabilities: non-negative, rows summing to 1 (apply softmax to logits first).
+    y : integer Tensor of shape (N,)
+    bins : int
+
+    Returns
+    -------
+    confidence : Tensor of shape (bins,)
+        Mean top probability in each bin, NaN for an empty bin.
+    accuracy : Tensor of shape (bins,)
+        Fraction of correct top-label predictions in each bin, NaN for an empty bin.
+    counts : Tensor of shape (bins,)
+        int64 number of rows in each bin; sums to N.
+
+    Examples
+    --------
+    >>> probs = torch.tensor([[0.95, 0.05], [0.15, 0.85], [0.75, 0.25], [0.45, 0.55]])
+    >>> confidence, acc, counts = reliability_bins(probs, torch.tensor([0, 0, 0, 1]), bins=5)
+    >>> counts
+    tensor([0, 0, 1, 1, 2])
+    >>> acc
+    tensor([   nan,    nan, 1.0000, 1.0000, 0.5000])
+    """
+    counts, confidence_sum, correct_sum = _top_label_sums(probs, y, bins)
+    # 0 / 0 marks an empty bin as NaN
+    return confidence_sum / counts, correct_sum / counts, counts
+
+
+def expected_calibration_error(probs, y, bins=15):
+    """
+    Top-label expected calibration error over ``bins`` equal-width confidence bins.
+
+    ``ECE = sum_k (n_k / N) |accuracy_k - confidence_k|`` with the bins of
+    :func:`reliability_bins`. 0 is perfect calibration; with finite ``N`` even a calibrated model
+    scores of order ``sqrt(bins / N)``.
+
+    Parameters
+    ----------
+    probs : Tensor of shape (N, C)
+        Class probabilities: non-negative, rows summing to 1 (apply softmax to logits first).
+    y : integer Tensor of shape (N,)
+    bins : int
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> probs = torch.tensor([[0.95, 0.05], [0.15, 0.85], [0.75, 0.25], [0.45, 0.55]])
+    >>> round(expected_calibration_error(probs, torch.tensor([0, 0, 0, 1]), bins=5), 4)
+    0.375
+    """
+    counts, confidence_sum, correct_sum = _top_label_sums(probs, y, bins)
+    # n_k |acc_k - conf_k| = |correct_k - confidence_sum_k|, and empty bins add 0
+    return ((correct_sum - confidence_sum).abs().sum() / counts.sum()).item()
