@@ -16,9 +16,7 @@ from .graphs import FullGraph, Graph
 from .labels import (
     CRITERIA,
     LABEL_FUSIONS,
-    DiracKernel,
     LabelKernel,
-    SmoothingKernel,
     default_label_kernel,
     fused_label_log_prob,
 )
@@ -353,9 +351,7 @@ class ProbMixMessenger(Messenger):
             kernel = self.label_kernel or default_label_kernel(d, self.beta)
         except NotImplementedError as e:
             raise NotImplementedError(f"site {msg['name']!r}: {e}") from e
-        if self.label_fusion == "log_linear" and (
-            isinstance(kernel, DiracKernel) or (isinstance(kernel, SmoothingKernel) and kernel.beta == 0)
-        ):
+        if self.label_fusion == "log_linear" and not kernel.poolable:
             raise ValueError(
                 f"site {msg['name']!r}: label_fusion='log_linear' pools the label kernels "
                 f"s(.|y_i)^lam s(.|y_j)^(1-lam), which is undefined for "

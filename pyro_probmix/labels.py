@@ -153,6 +153,11 @@ class SmoothingKernel(LabelKernel):
     def __init__(self, beta):
         self.beta = _check_beta(beta)
 
+    @property
+    def poolable(self):
+        # with beta = 0 two different labels have disjoint kernels: their pool is undefined
+        return self.beta > 0
+
     @staticmethod
     def _support(d):
         values = d.enumerate_support(expand=False)  # (K,) + (1,) * batch_dims + event_shape
@@ -211,8 +216,9 @@ def _is_real(support):
 def default_label_kernel(d, beta):
     """
     The paper's kernel for the family of ``d`` (§5): :class:`GaussianKernel` for real-valued
-    labels, :class:`SmoothingKernel` for finite discrete labels, :class:`DiracKernel` for other
-    families when ``beta == 0``.
+    labels (with ``beta = 0`` too: its log-linear pool is the mixup label), otherwise
+    :class:`DiracKernel` when ``beta == 0`` and :class:`SmoothingKernel` for finite discrete
+    labels.
 
     :raises NotImplementedError: for ``beta > 0`` on a family with neither support.
 
@@ -223,10 +229,10 @@ def default_label_kernel(d, beta):
     beta = _check_beta(beta)
     if _is_real(d.support):
         return GaussianKernel(beta)
-    if d.support.is_discrete and d.has_enumerate_support:
-        return SmoothingKernel(beta)
     if beta == 0:
         return DiracKernel()
+    if d.support.is_discrete and d.has_enumerate_support:
+        return SmoothingKernel(beta)
     raise NotImplementedError(
         f"no label kernel for {type(d).__name__} with support {d.support} and beta={beta}: "
         f"the built-in kernels cover real-valued labels (Gaussian) and finite discrete labels "
