@@ -62,6 +62,14 @@ class LabelKernel:
     def log_expected_prob(self, d, s, num_samples):
         raise NotImplementedError
 
+    def mixed_expected_log_prob(self, d, s_i, s_j, lam, num_samples):
+        """``lam E_i + (1 - lam) E_j``: the expected log-density under linear label fusion."""
+        return _mix(
+            self.expected_log_prob(d, s_i, num_samples),
+            self.expected_log_prob(d, s_j, num_samples),
+            lam,
+        )
+
     def __repr__(self):
         return f"{type(self).__name__}(beta={getattr(self, 'beta', 0.0)})"
 
@@ -104,6 +112,14 @@ class GaussianKernel(LabelKernel):
         if exact is not None:
             return d.log_prob(s) - 0.5 * self.beta * exact
         return d.log_prob(self._samples(s, num_samples)).mean(0)
+
+    def mixed_expected_log_prob(self, d, s_i, s_j, lam, num_samples):
+        if type(d) is not Normal:
+            return super().mixed_expected_log_prob(d, s_i, s_j, lam, num_samples)
+        # lam (y_i - m)^2 + (1 - lam) (y_j - m)^2 = (ybar - m)^2 + lam (1 - lam) (y_i - y_j)^2
+        # (the identity behind Theorem 4.4): one density evaluation instead of two
+        spread = lam * (1 - lam) * (s_i - s_j).pow(2) + self.beta
+        return d.log_prob(torch.lerp(s_j, s_i, lam)) - spread / (2 * d.scale.pow(2))
 
     def log_expected_prob(self, d, s, num_samples):
         widened = _gaussian_widen(d, self.beta)
@@ -269,11 +285,7 @@ def fused_label_log_prob(
             return kernel.expected_log_prob(d, s, num_samples)
         return kernel.log_expected_prob(d, s, num_samples)
     if criterion == "expected_log":
-        return _mix(
-            kernel.expected_log_prob(d, s_i, num_samples),
-            kernel.expected_log_prob(d, s_j, num_samples),
-            lam,
-        )
+        return kernel.mixed_expected_log_prob(d, s_i, s_j, lam, num_samples)
     log_lam = torch.log(torch.as_tensor(lam))
     return torch.logaddexp(
         log_lam + kernel.log_expected_prob(d, s_i, num_samples),
