@@ -3,6 +3,7 @@
 Stochastic embedding layers :math:`z \\sim q(z|x)` that M-ProbMix fuses (§3.3).
 """
 import pyro
+from pyro.poutine.runtime import am_i_wrapped
 
 __all__ = ["embedding", "EMBEDDING_KEY"]
 
@@ -39,4 +40,6 @@ def embedding(name, fn, *, mean=False):
             f"(has_rsample=False); an embedding needs rsample, e.g. Normal(loc, scale).to_event(1)"
         )
     value = fn.mean if mean else fn.rsample()
+    if not am_i_wrapped():  # plain prediction, no handler: nothing to record
+        return value
     return pyro.sample(name, fn.mask(False), obs=value, infer={EMBEDDING_KEY: {"mean": mean}})
