@@ -6,7 +6,7 @@ LocKProbMix, M-ProbMix and LocKM-ProbMix; the script prints the test MSE and NLL
 over runs) and writes the predictive mean ± 2 sigma of each method to a PNG.
 
     python examples/toy_regression.py [--runs 3] [--epochs 500] [--alpha 0.1] [--beta 0.0]
-                                      [--out toy_regression.png] [--device cpu]
+                                      [--out out/toy_regression.png] [--device cpu]
 """
 import argparse
 import math
@@ -114,7 +114,7 @@ def main(argv=None):
     parser.add_argument("--beta", type=float, default=0.0)
     parser.add_argument("--samples", type=int, default=64, help="embedding draws at prediction")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--out", default="toy_regression.png")
+    parser.add_argument("--out", default="out/toy_regression.png")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
 
