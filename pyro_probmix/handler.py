@@ -204,7 +204,7 @@ class ProbMixMessenger(Messenger):
         indices = torch.cat([anchors, partners, perm[num_anchors : batch - num_anchors]])
         partner, anchor_mask, spare_lam = self._subsample_layout(batch, device)
         lam = self._draw_lam(num_anchors, device)
-        lam = torch.cat([lam, 1 - lam, spare_lam.to(lam.dtype)])
+        lam = torch.cat([lam, 1 - lam] + ([spare_lam] if batch % 2 else []))
         return indices, Pairing(partner, lam, anchor_mask=anchor_mask, scale=batch / num_anchors)
 
     def _subsample_layout(self, batch, device):
@@ -220,7 +220,7 @@ class ProbMixMessenger(Messenger):
         rows = torch.arange(batch, device=device)
         partner = torch.where(rows < num_anchors, rows + num_anchors, rows - num_anchors)
         partner[2 * num_anchors :] = rows[2 * num_anchors :]
-        spare_lam = torch.ones(batch - 2 * num_anchors, device=device)
+        spare_lam = torch.ones(batch - 2 * num_anchors, device=device)  # lam = 1: the row itself
         return partner, rows < num_anchors, spare_lam
 
     def _draw_within(self, frame, record, device):
@@ -383,10 +383,10 @@ def sample_symmetric_beta(alpha, n, device=None):
     concentration = torch.full((2, n), alpha + 1.0 if boosted else alpha, device=device)
     # torch.distributions.Gamma samples with this same kernel; calling it directly skips the
     # per-call construction and validation that dominate for small n
-    log_gamma = torch._standard_gamma(concentration).log()
+    log_gamma = torch._standard_gamma(concentration).log_()
     if boosted:
-        # log U = -Exponential(1)
-        log_gamma = log_gamma - torch.empty_like(log_gamma).exponential_() / alpha
+        # log U^(1/alpha) = -Exponential(rate=alpha)
+        log_gamma.sub_(torch.empty_like(log_gamma).exponential_(alpha))
     return torch.sigmoid(log_gamma[0] - log_gamma[1])
 
 
