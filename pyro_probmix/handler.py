@@ -17,6 +17,7 @@ from .labels import (
     CRITERIA,
     LABEL_FUSIONS,
     LabelKernel,
+    check_beta,
     default_label_kernel,
     fused_label_log_prob,
 )
@@ -112,9 +113,7 @@ class ProbMixMessenger(Messenger):
                 f"graph must be a pyro_probmix.graphs.Graph (FullGraph, KNNGraph, ...), "
                 f"got {type(graph).__name__}"
             )
-        if not (isinstance(beta, (int, float)) and 0 <= beta < float("inf")):
-            raise ValueError(f"beta must be a finite number >= 0, got beta={beta!r}")
-        self.beta = float(beta)
+        self.beta = check_beta(beta)
         if plate is not None and not isinstance(plate, str):
             raise TypeError(f"plate must be the name of a pyro.plate (a str), got {plate!r}")
         self.plate = plate
@@ -122,7 +121,6 @@ class ProbMixMessenger(Messenger):
             sites = (sites,)
         self.sites = None if sites is None else frozenset(sites)
         self.pool = get_pooler(fusion)
-        self.fusion = fusion
         _check_choice("label_fusion", label_fusion, LABEL_FUSIONS)
         _check_choice("criterion", criterion, CRITERIA)
         self.label_fusion = label_fusion

@@ -14,6 +14,8 @@ pool of the two kernels (``fusion="log_linear"``). A site's loss is then
 Both are computed in closed form where one exists and by Monte Carlo with ``num_samples``
 draws of :math:`\\tilde y` otherwise.
 """
+import math
+
 import torch
 from pyro.distributions import Independent, MultivariateNormal, Normal
 from torch.distributions import constraints
@@ -33,8 +35,9 @@ LABEL_FUSIONS = ("linear", "log_linear")
 CRITERIA = ("expected_log", "log_expected")
 
 
-def _check_beta(beta):
-    if not (isinstance(beta, (int, float)) and beta >= 0 and beta == beta and beta != float("inf")):
+def check_beta(beta):
+    """``beta`` as a float, or a ValueError saying what is accepted."""
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta < math.inf:
         raise ValueError(f"beta must be a finite number >= 0, got beta={beta!r}")
     return float(beta)
 
@@ -92,7 +95,7 @@ class GaussianKernel(LabelKernel):
     """
 
     def __init__(self, beta):
-        self.beta = _check_beta(beta)
+        self.beta = check_beta(beta)
 
     def centre(self, d, y):
         return y
@@ -167,7 +170,7 @@ class SmoothingKernel(LabelKernel):
     """
 
     def __init__(self, beta):
-        self.beta = _check_beta(beta)
+        self.beta = check_beta(beta)
 
     @property
     def poolable(self):
@@ -242,7 +245,7 @@ def default_label_kernel(d, beta):
     >>> default_label_kernel(dist.Bernoulli(0.3), 0.01)
     SmoothingKernel(beta=0.01)
     """
-    beta = _check_beta(beta)
+    beta = check_beta(beta)
     if _is_real(d.support):
         return GaussianKernel(beta)
     if beta == 0:
