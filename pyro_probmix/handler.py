@@ -27,6 +27,8 @@ from .rows import take_rows
 __all__ = ["ProbMixMessenger", "probmix", "Pairing", "ProbMixLikelihood", "sample_symmetric_beta"]
 
 
+# anchors are drawn with replacement when the batch is at most 1/16 of the rows
+_REPLACEMENT_RATIO = 16
 _PARTICLE_PLATE = "num_particles_vectorized"  # the plate over particles of pyro.infer.elbo
 
 
@@ -194,12 +196,16 @@ class ProbMixMessenger(Messenger):
             )
         num_anchors = batch // 2
         device = torch.device(fn.device)
-        # anchors uniformly without replacement, then their partners; when the batch is odd a
-        # spare row (masked out) fills it
-        perm = torch.randperm(size, device=device)
-        anchors = perm[:num_anchors]
+        # anchors uniformly, then their partners; an odd batch is filled by a spare row (masked)
+        if batch * _REPLACEMENT_RATIO <= size:
+            # with replacement costs O(B) instead of the O(N) of a permutation, and multiplies
+            # the variance of the (still unbiased) estimate by (N - 1) / (N - A) < 1.04
+            rows = torch.randint(size, (batch - num_anchors,), device=device)
+        else:
+            rows = torch.randperm(size, device=device)[: batch - num_anchors]
+        anchors, spare = rows[:num_anchors], rows[num_anchors:]
         partners = self._sample_partners(name, anchors, size)
-        indices = torch.cat([anchors, partners, perm[num_anchors : batch - num_anchors]])
+        indices = torch.cat([anchors, partners, spare])
         partner, anchor_mask, spare_lam = self._subsample_layout(batch, device)
         lam = self._draw_lam(num_anchors, device)
         lam = torch.cat([lam, 1 - lam] + ([spare_lam] if batch % 2 else []))
@@ -437,7 +443,8 @@ def probmix(alpha=None, graph=None, **kwargs):
       drawn from ``graph``; every row is scored.
     * **Subsampled plate** (``pyro.plate("data", N, subsample_size=B)`` and
       ``probmix(..., plate="data")``): the handler fills the plate's subsample with ``B // 2``
-      anchors, drawn uniformly without replacement, and their graph partners, so partners are
+      anchors, drawn uniformly (without replacement, or with replacement when ``16 B <= N``,
+      which avoids a permutation of all N rows per step), and their graph partners, so partners are
       evaluated in the same forward pass; partner rows are masked out and the anchors' scores
       are scaled by ``N / (B // 2)``, an unbiased estimate of the full-data objective.
     * **Batches built outside Pyro** (``pyro.plate("data", B)`` over a batch the user sliced):
