@@ -1,0 +1,69 @@
+# SPDX-License-Identifier: Apache-2.0
+"""
+Sampling graphs for ``R`` runs trained in one step.
+
+The data plate of a group holds the ``R * N`` rows of its runs, run after run. The graphs below
+are block diagonal: a row is only ever paired with a row of its own run, drawn exactly as
+:class:`~pyro_probmix.graphs.FullGraph` or :class:`~pyro_probmix.graphs.KNNGraph` would draw it
+within that run. They subclass the library's public :class:`~pyro_probmix.graphs.Graph`. For one
+run the library's own graphs are used.
+"""
+import torch
+
+from pyro_probmix.graphs import FullGraph, Graph, KNNGraph
+
+__all__ = ["BlockFullGraph", "BlockKNNGraph", "make_graph"]
+
+
+class BlockFullGraph(Graph):
+    """:class:`FullGraph` within each of ``runs`` consecutive blocks of ``rows`` rows."""
+
+    def __init__(self, runs, rows):
+        super().__init__()
+        if rows < 2:
+            raise ValueError(f"a block of {rows} row cannot be paired")
+        self.runs, self.rows = runs, rows
+        self.num_nodes = runs * rows
+
+    def _sample(self, anchors, num_rows):
+        block, local = anchors // self.rows, anchors % self.rows
+        offset = torch.randint(1, self.rows, anchors.shape, device=anchors.device)
+        return block * self.rows + (local + offset) % self.rows
+
+    def __repr__(self):
+        return f"BlockFullGraph(runs={self.runs}, rows={self.rows})"
+
+
+class BlockKNNGraph(Graph):
+    """:class:`KNNGraph` (``k`` nearest neighbours in standardised feature space) within each
+    block: ``features`` has shape ``(R, N, ...)``, one block per run."""
+
+    def __init__(self, features, k=5):
+        super().__init__()
+        runs, rows = features.shape[:2]
+        tables = [KNNGraph(features[r].reshape(rows, -1), k=k).neighbors + r * rows for r in range(runs)]
+        self.neighbors = torch.cat(tables)
+        self.k, self.runs, self.rows = k, runs, rows
+        self.num_nodes = runs * rows
+        self._set_tables(self.neighbors)
+
+    def _sample(self, anchors, num_rows):
+        (neighbors,) = self._tables_on(anchors.device)
+        column = torch.randint(self.k, anchors.shape, device=anchors.device)
+        return neighbors[anchors, column]
+
+    def __repr__(self):
+        return f"BlockKNNGraph(runs={self.runs}, rows={self.rows}, k={self.k})"
+
+
+def make_graph(method, x_train):
+    """The sampling graph of ``method`` for training inputs ``x_train`` of shape ``(R, N, ...)``:
+    the k-NN graph of the inputs (LocK methods) or the full graph."""
+    runs, rows = x_train.shape[:2]
+    if method.spec.local:
+        if rows <= method.k:
+            raise ValueError(f"k={method.k} neighbours need more than {rows} training rows")
+        if runs == 1:
+            return KNNGraph(x_train[0].reshape(rows, -1), k=method.k)
+        return BlockKNNGraph(x_train, k=method.k)
+    return FullGraph() if runs == 1 else BlockFullGraph(runs, rows)

@@ -1,0 +1,366 @@
+# SPDX-License-Identifier: Apache-2.0
+"""
+Datasets of the experiments: the toy problems of §6.1, the UCI benchmark with its standard
+splits (§6.2) and the stock windows of §6.3. Nothing is downloaded here (see ``download``).
+
+Every loader returns a :class:`SplitData`: standardised float32 arrays for training, validation
+and test, and the target's mean and standard deviation so that predictions can be reported on the
+original scale (an NLL gains ``log sigma_y``). Statistics come from the training part only.
+"""
+import csv
+import datetime as _dt
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "ExperimentError",
+    "SplitData",
+    "UCIDataset",
+    "default_uci_root",
+    "default_stocks_root",
+    "toy_regression",
+    "toy_rings",
+    "load_stock",
+    "stock_split",
+    "PAPER_UCI_DATASETS",
+    "STOCK_TICKERS",
+]
+
+#: the eight datasets of Tables 1 and 3 (protein-tertiary-structure is an extra row)
+PAPER_UCI_DATASETS = (
+    "bostonHousing",
+    "energy",
+    "wine-quality-red",
+    "concrete",
+    "power-plant",
+    "yacht",
+    "kin8nm",
+    "naval-propulsion-plant",
+)
+EXTRA_UCI_DATASETS = ("protein-tertiary-structure",)
+STOCK_TICKERS = ("GME", "GOOG", "NVDA", "RCL")
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout holding pyro_probmix/
+
+
+class ExperimentError(Exception):
+    """Bad input to an experiment (unknown name, missing file, bad data): the CLI prints the
+    message and exits with status 2, without a traceback."""
+
+
+@dataclass
+class SplitData:
+    """One train/validation/test split; arrays are float32 (labels int64 for classification)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray  # standardised like y_train (regression)
+    y_mean: float = 0.0
+    y_std: float = 1.0
+    extras: dict = field(default_factory=dict)  # e.g. prediction grids of the toy problems
+    info: dict = field(default_factory=dict)  # sizes, periods, ... (goes into the record)
+
+    @property
+    def in_shape(self):
+        return tuple(self.x_train.shape[1:])
+
+
+# ----------------------------------------------------------------------------- helpers
+def _default_root(env, shared_sub, local_sub):
+    if os.environ.get(env):
+        return Path(os.environ[env])
+    shared = _REPO_ROOT.parent / "shared" / "data" / shared_sub
+    if shared.is_dir():
+        return shared
+    return _REPO_ROOT / "data" / local_sub  # where `download` writes by default
+
+
+def default_uci_root():
+    """``$PROBMIX_DATA``, else ``../shared/data/uci`` next to the checkout when it exists, else
+    ``data/uci`` inside the checkout (the default destination of ``download``)."""
+    return _default_root("PROBMIX_DATA", "uci", "uci")
+
+
+def default_stocks_root():
+    """``$PROBMIX_STOCKS``, else ``../shared/data/stocks`` next to the checkout when it exists,
+    else ``data/stocks`` inside the checkout."""
+    return _default_root("PROBMIX_STOCKS", "stocks", "stocks")
+
+
+def _stats(a, axis=0):
+    mean = a.mean(axis)
+    std = a.std(axis)
+    std = np.where(std > 0, std, 1.0)
+    return mean, std
+
+
+def _f32(a):
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def standardise(x_train, y_train, x_val, y_val, x_test, y_test, info=None, extras=None):
+    """Standardise features and target with the statistics of the training part."""
+    x_mean, x_std = _stats(x_train)
+    y_mean, y_std = float(y_train.mean()), float(y_train.std())
+    if not y_std > 0:
+        raise ExperimentError("the target is constant on the training part: it cannot be standardised")
+    xs = [_f32((x - x_mean) / x_std) for x in (x_train, x_val, x_test)]
+    ys = [_f32((y - y_mean) / y_std) for y in (y_train, y_val, y_test)]
+    out = SplitData(xs[0], ys[0], xs[1], ys[1], xs[2], ys[2], y_mean, y_std, extras or {}, info or {})
+    out.extras.setdefault("x_mean", x_mean)
+    out.extras.setdefault("x_std", x_std)
+    return out
+
+
+def _validation_split(n, split, fraction=0.2):
+    """Indices (train, val) of a random ``fraction`` of ``n`` training rows, fixed by ``split``."""
+    perm = np.random.default_rng(10_000 + split).permutation(n)
+    n_val = int(round(fraction * n))
+    return perm[n_val:], perm[:n_val]
+
+
+# ----------------------------------------------------------------------------- toy data
+def toy_regression(run, n=100, n_test=100, val_fraction=0.2, grid_size=241):
+    """§6.1: ``y = x^3 + eps``, ``eps ~ N(0, 9)``, ``n`` points with ``x ~ U(-4, 4)``, test points
+    with ``x ~ U(4, 6)``; 20% of the ``n`` points are the validation part. ``run`` seeds it."""
+    rng = np.random.default_rng(run)
+    x = rng.uniform(-4, 4, n)
+    y = x**3 + 3.0 * rng.standard_normal(n)
+    x_test = rng.uniform(4, 6, n_test)
+    y_test = x_test**3 + 3.0 * rng.standard_normal(n_test)
+    tr, va = _validation_split(n, run, val_fraction)
+    grid = np.linspace(-6, 6, grid_size)
+    data = standardise(
+        x[tr, None], y[tr], x[va, None], y[va], x_test[:, None], y_test,
+        info={"n_train": len(tr), "n_val": len(va), "n_test": n_test},
+    )
+    data.extras.update(
+        x_grid_raw=grid,
+        x_grid=_f32((grid[:, None] - data.extras["x_mean"]) / data.extras["x_std"]),
+        x_train_raw=x[tr], y_train_raw=y[tr], x_test_raw=x_test, y_test_raw=y_test,
+    )
+    return data
+
+
+def _rings(rng, n, radii=(0.5, 1.5, 2.5), noise_var=0.09):
+    y = rng.permutation(np.arange(n) % len(radii))
+    omega = rng.uniform(0, 2 * np.pi, n)
+    r = np.asarray(radii)[y]
+    x = np.stack([r * np.cos(omega), r * np.sin(omega)], 1) + math.sqrt(noise_var) * rng.standard_normal((n, 2))
+    return x, y
+
+
+def toy_rings(run, n=100, n_test=1000, val_fraction=0.2, grid_size=81):
+    """§6.1: three noisy rings ``r = 0.5, 1.5, 2.5`` with noise ``N(0, 0.09 I)``, ``n`` points in
+    (near) equal numbers per class; the test points come from the same distribution."""
+    rng = np.random.default_rng(run)
+    x, y = _rings(rng, n)
+    x_test, y_test = _rings(rng, n_test)
+    tr, va = _validation_split(n, run, val_fraction)
+    x_mean, x_std = _stats(x[tr])
+    lin = np.linspace(-3.5, 3.5, grid_size)
+    xx, yy = np.meshgrid(lin, lin)
+    grid = np.stack([xx.ravel(), yy.ravel()], 1)
+    return SplitData(
+        _f32((x[tr] - x_mean) / x_std), y[tr].astype(np.int64),
+        _f32((x[va] - x_mean) / x_std), y[va].astype(np.int64),
+        _f32((x_test - x_mean) / x_std), y_test.astype(np.int64),
+        extras={
+            "grid_xx": xx, "grid_yy": yy, "x_grid": _f32((grid - x_mean) / x_std),
+            "x_train_raw": x[tr], "y_train_raw": y[tr],
+        },
+        info={"n_train": len(tr), "n_val": len(va), "n_test": n_test},
+    )
+
+
+# ----------------------------------------------------------------------------- UCI
+def _read_indices(path, what):
+    try:
+        values = np.loadtxt(path, ndmin=1)
+    except OSError as e:
+        raise ExperimentError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise ExperimentError(f"{path}: not a list of integer indices ({e})") from None
+    if values.size == 0 or not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
+        raise ExperimentError(f"{path}: expected integer indices, one per line")
+    return values.astype(np.int64)
+
+
+class UCIDataset:
+    """A dataset folder in the layout of Hernández-Lobato & Adams / Gal & Ghahramani:
+    ``data.txt`` (whitespace-separated numbers), ``index_features.txt``, ``index_target.txt``
+    (0-based columns), ``index_train_<i>.txt`` / ``index_test_<i>.txt`` (0-based rows) and
+    optionally ``n_splits.txt``. Any such folder works, not only the paper's datasets.
+    """
+
+    def __init__(self, root, name):
+        self.root = Path(root)
+        self.name = name
+        self.path = self.root / name
+        if not self.path.is_dir():
+            available = available_uci_datasets(self.root)
+            hint = (
+                f"; datasets under {self.root}: {', '.join(available)}"
+                if available
+                else f"; {self.root} holds no dataset: pass --data-root DIR, set $PROBMIX_DATA, or run "
+                f"`python -m pyro_probmix.experiments download`"
+            )
+            raise ExperimentError(f"unknown UCI dataset {name!r}: no folder {self.path}{hint}")
+        data_file = self.path / "data.txt"
+        if not data_file.is_file():
+            raise ExperimentError(f"missing file {data_file} (the dataset's data)")
+        try:
+            self.data = np.loadtxt(data_file, ndmin=2)
+        except ValueError as e:
+            raise ExperimentError(f"{data_file}: not a table of numbers ({e})") from None
+        bad = ~np.isfinite(self.data)
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise ExperimentError(
+                f"{data_file} holds {int(bad.sum())} NaN/inf value(s), the first at row {row}, "
+                f"column {col}: clean the data first"
+            )
+        self.features = _read_indices(self.path / "index_features.txt", "the feature columns")
+        target = _read_indices(self.path / "index_target.txt", "the target column")
+        if target.size != 1:
+            raise ExperimentError(f"{self.path / 'index_target.txt'}: expected one target column, got {target.size}")
+        self.target = int(target[0])
+        cols = self.data.shape[1]
+        for c in list(self.features) + [self.target]:
+            if not 0 <= c < cols:
+                raise ExperimentError(f"{self.path}: column index {c} out of range for data.txt with {cols} columns")
+        self.num_splits = self._count_splits()
+
+    def _count_splits(self):
+        n_file = self.path / "n_splits.txt"
+        if n_file.is_file():
+            return int(_read_indices(n_file, "the number of splits")[0])
+        i = 0
+        while (self.path / f"index_train_{i}.txt").is_file():
+            i += 1
+        if i == 0:
+            raise ExperimentError(f"{self.path} has no split files index_train_0.txt, index_test_0.txt, ...")
+        return i
+
+    def check_split(self, split):
+        if not (isinstance(split, int) and 0 <= split < self.num_splits):
+            raise ExperimentError(
+                f"split {split} out of range for {self.name}: it has {self.num_splits} splits "
+                f"(0..{self.num_splits - 1})"
+            )
+
+    def split(self, split, val_fraction=0.2):
+        """Split ``split``: the standard train/test rows; ``val_fraction`` of the train rows
+        (random, fixed by ``split``) are the validation part."""
+        self.check_split(split)
+        n = self.data.shape[0]
+        parts = {}
+        for part in ("train", "test"):
+            f = self.path / f"index_{part}_{split}.txt"
+            if not f.is_file():
+                raise ExperimentError(f"missing file {f} (split {split} of {self.name})")
+            idx = _read_indices(f, f"the {part} rows")
+            if idx.min() < 0 or idx.max() >= n:
+                raise ExperimentError(f"{f}: row index out of range for data.txt with {n} rows")
+            parts[part] = idx
+        train, test = parts["train"], parts["test"]
+        if len(train) < 5:
+            raise ExperimentError(f"{self.name} split {split}: only {len(train)} training rows")
+        tr, va = _validation_split(len(train), split, val_fraction)
+        x, y = self.data[:, self.features], self.data[:, self.target]
+        return standardise(
+            x[train[tr]], y[train[tr]], x[train[va]], y[train[va]], x[test], y[test],
+            info={"n_train": len(tr), "n_val": len(va), "n_test": len(test)},
+        )
+
+
+def available_uci_datasets(root):
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "data.txt").is_file())
+
+
+# ----------------------------------------------------------------------------- stocks
+STOCK_START, STOCK_END = _dt.date(2019, 1, 1), _dt.date(2021, 1, 1)
+
+
+def load_stock(path, start=STOCK_START, end=STOCK_END):
+    """Dates and the ``(T, 4)`` Open, High, Low, Close prices of a Yahoo-Finance CSV with
+    ``start <= date < end``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExperimentError(
+            f"missing file {path}: pass --data-root DIR (a folder of <TICKER>.csv), set $PROBMIX_STOCKS, "
+            f"or run `python -m pyro_probmix.experiments download`"
+        )
+    dates, rows = [], []
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"Date", "Open", "High", "Low", "Close"} - set(reader.fieldnames or [])
+        if missing:
+            raise ExperimentError(f"{path}: missing column(s) {sorted(missing)} (expected a Yahoo-Finance CSV)")
+        for line, row in enumerate(reader, start=2):
+            try:
+                day = _dt.date.fromisoformat(row["Date"].strip())
+            except ValueError:
+                raise ExperimentError(f"{path}, line {line}: bad date {row['Date']!r}") from None
+            if not start <= day < end:
+                continue
+            try:
+                values = [float(row[k]) for k in ("Open", "High", "Low", "Close")]
+            except (TypeError, ValueError):
+                raise ExperimentError(f"{path}, line {line}: non-numeric price") from None
+            if not all(math.isfinite(v) for v in values):
+                raise ExperimentError(f"{path}, line {line}: NaN or inf price")
+            dates.append(day)
+            rows.append(values)
+    if not rows:
+        raise ExperimentError(f"{path}: no rows between {start} and {end}")
+    order = np.argsort(np.array([d.toordinal() for d in dates]), kind="stable")
+    return [dates[i] for i in order], np.asarray(rows, dtype=np.float64)[order]
+
+
+def stock_split(path, window=42, horizon=21, fractions=(0.6, 0.2, 0.2)):
+    """Sliding windows of a stock (§6.3) split chronologically into train / validation / test.
+
+    Sample ``i``: ``x_i`` = OHLC of days ``i .. i + W - 1`` (shape ``(W, 4)``), ``y_i`` = Close of
+    day ``i + W - 1 + H``. The samples, in time order, are cut into contiguous blocks of
+    ``fractions``; the ``H`` samples before the validation and before the test block are dropped,
+    so that every training (validation) target is known on the day the first validation (test)
+    forecast is issued: no label from the future of an evaluated forecast is trained on.
+    Prices are standardised by the mean and std of all prices (OHLC) in the training windows, the
+    same scalars for inputs and target; NLL and RMSE are reported on the price scale.
+    """
+    dates, ohlc = load_stock(path)
+    n = len(ohlc) - window - horizon + 1
+    if n < 20:
+        raise ExperimentError(f"{path}: {len(ohlc)} days are too few for windows of {window} + {horizon}")
+    x = np.stack([ohlc[i : i + window] for i in range(n)])
+    y = ohlc[window - 1 + horizon :, 3][:n]
+    usable = n - 2 * horizon
+    n_train = int(round(fractions[0] * usable))
+    n_val = int(round(fractions[1] * usable))
+    tr = np.arange(0, n_train)
+    va = np.arange(n_train + horizon, n_train + horizon + n_val)
+    te = np.arange(n_train + 2 * horizon + n_val, n)
+    mean, std = float(x[tr].mean()), float(x[tr].std())
+    scale = lambda a: _f32((a - mean) / std)  # noqa: E731
+    target_day = lambda i: dates[i + window - 1 + horizon].isoformat()  # noqa: E731
+    return SplitData(
+        scale(x[tr]), scale(y[tr]), scale(x[va]), scale(y[va]), scale(x[te]), scale(y[te]),
+        y_mean=mean, y_std=std,
+        info={
+            "n_train": len(tr), "n_val": len(va), "n_test": len(te),
+            "train_targets": [target_day(tr[0]), target_day(tr[-1])],
+            "val_targets": [target_day(va[0]), target_day(va[-1])],
+            "test_targets": [target_day(te[0]), target_day(te[-1])],
+        },
+    )

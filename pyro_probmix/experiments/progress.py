@@ -1,0 +1,67 @@
+# SPDX-License-Identifier: Apache-2.0
+"""A progress bar over runs: tqdm when it is installed, else a plain one on stderr."""
+import sys
+import time
+
+__all__ = ["Progress"]
+
+
+class Progress:
+    """``Progress(total, desc, quiet)``; ``update(n)`` adds ``n`` (possibly fractional) runs."""
+
+    def __init__(self, total, desc="runs", quiet=False, stream=None):
+        self.total, self.desc, self.quiet = total, desc, quiet
+        self.stream = stream or sys.stderr
+        self.done = 0.0
+        self.start = time.perf_counter()
+        self._last_print = 0.0
+        self._bar = None
+        if quiet or total == 0:
+            return
+        try:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=desc, unit="run", file=self.stream, dynamic_ncols=True,
+                             bar_format="{l_bar}{bar}| {n:.1f}/{total} {unit}s [{elapsed}<{remaining}]")
+        except ImportError:
+            self._draw(force=True)
+
+    def update(self, n=1.0):
+        if self.quiet or self.total == 0:
+            return
+        n = max(0.0, min(n, self.total - self.done))
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(n)
+        else:
+            self._draw()
+
+    def _draw(self, force=False):
+        now = time.perf_counter()
+        tty = getattr(self.stream, "isatty", lambda: False)()
+        if not force and now - self._last_print < (0.5 if tty else 30.0) and self.done < self.total:
+            return
+        self._last_print = now
+        frac = self.done / self.total if self.total else 1.0
+        elapsed = now - self.start
+        eta = elapsed / frac - elapsed if frac > 0 else float("nan")
+        bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
+        line = f"{self.desc}: [{bar}] {self.done:.1f}/{self.total} runs, {elapsed:.0f}s elapsed, ETA {eta:.0f}s"
+        self.stream.write(("\r" + line) if tty else (line + "\n"))
+        self.stream.flush()
+
+    def close(self):
+        if self.quiet or self.total == 0:
+            return
+        if self._bar is not None:
+            self._bar.close()
+        else:
+            self._draw(force=True)
+            if getattr(self.stream, "isatty", lambda: False)():
+                self.stream.write("\n")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

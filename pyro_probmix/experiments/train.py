@@ -1,0 +1,245 @@
+# SPDX-License-Identifier: Apache-2.0
+"""
+The one training loop of every method.
+
+:func:`train_group` trains the ``R`` runs of a group (same method, hyper-parameters and data
+shapes; different splits or seeds) in one optimisation: the Pyro model of
+:func:`~pyro_probmix.experiments.models.make_model` over the ``R * N`` rows, its loss the
+negative log joint ``-trace.log_prob_sum() / N`` (no latent sites, so this is the negative
+ELBO), Adam on the network's parameters. ERM runs the model as is; every other method runs it
+inside ``probmix(alpha, graph, beta=..., label_fusion=...)`` with a graph that only pairs rows of
+the same run (:mod:`~pyro_probmix.experiments.blocks`). Runs do not interact: their parameters,
+Adam moments and losses are separate, so each is trained exactly as it would be alone (Adam is
+invariant to the loss's scale up to its epsilon).
+
+Model selection: every ``eval_every`` epochs (and before the first) each run's validation NLL is
+computed; each run keeps the parameters of its best validation NLL (§6).
+"""
+import math
+import time
+from dataclasses import dataclass, field
+
+import pyro
+import torch
+from pyro import poutine
+
+from pyro_probmix import probmix
+
+from .blocks import make_graph
+from .models import forward, likelihood, make_model, make_net
+
+__all__ = ["TrainConfig", "TrainResult", "train_group", "objective", "predict", "resolve_device"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 1000
+    lr: float = 0.005
+    batch_size: object = None  # None = full batch
+    eval_every: int = 1
+    device: str = "cpu"
+    val_samples: int = 8  # embedding draws of the validation NLL of Monte Carlo predictives
+
+    def as_dict(self):
+        return {"epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size, "eval_every": self.eval_every}
+
+
+@dataclass
+class TrainResult:
+    net: torch.nn.Module
+    best_epoch: list
+    best_val_nll: list  # standardised scale
+    final_train_loss: float  # last training loss per row, averaged over the runs
+    steps: int
+    seconds: float
+    history: dict = field(default_factory=dict)
+
+
+def resolve_device(device):
+    """``torch.device(device)``, with a clear error when CUDA is asked for and absent."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda: CUDA is not available in this torch build / machine")
+    return dev
+
+
+def _tensor(a, device, task=None, labels=False):
+    t = torch.as_tensor(a)
+    if labels and task == "classification":
+        return t.to(device=device, dtype=torch.long)
+    return t.to(device=device, dtype=torch.float32)
+
+
+def _predict_out(net, method, x, task, embed="mean", samples=1, generator=None):
+    """Network outputs ``(S, R, M, out_dim)`` at prediction (no Pyro sites)."""
+    if embed == "mean":
+        return forward(net, method, x, sites=False)[None]
+    return torch.stack(
+        [forward(net, method, x, sites=False, embed="sample", generator=generator) for _ in range(samples)]
+    )
+
+
+def predict(net, method, task, x, seed=0, samples=None):
+    """Predictive of the ``R`` runs of ``net`` at inputs ``(R, M, ...)``, standardised scale.
+
+    Regression: ``("gaussian", loc, scale)`` with ``(R, M)`` tensors, or ``("mixture", locs,
+    scales)`` with ``(S, R, M)`` tensors for Monte Carlo prediction over the embedding.
+    Classification: ``("probs", probs)`` with ``(R, M, C)`` (averaged over embedding draws).
+    """
+    mode = method.prediction_mode()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        samples = method.mc_samples if samples is None else samples
+        out = _predict_out(net, method, x, task, "mean" if mode == "mean" else "sample", samples, gen)
+    if task == "regression":
+        d = likelihood(task, out)
+        if mode == "mean":
+            return ("gaussian", d.loc[0], d.scale[0])
+        return ("mixture", d.loc, d.scale)
+    return ("probs", torch.softmax(out, -1).mean(0))
+
+
+def _val_nll(net, method, task, x, y, seed, samples):
+    """Per-run validation NLL ``(R,)`` (standardised scale); Monte Carlo predictives use
+    ``samples`` draws, the same draws at every check (common random numbers)."""
+    pred = predict(net, method, task, x, seed, samples)
+    if pred[0] == "gaussian":
+        lp = torch.distributions.Normal(pred[1], pred[2]).log_prob(y)
+    elif pred[0] == "mixture":
+        lp = torch.distributions.Normal(pred[1], pred[2]).log_prob(y)
+        lp = torch.logsumexp(lp, 0) - math.log(lp.shape[0])
+    else:
+        lp = torch.log(pred[1].gather(-1, y[..., None]).squeeze(-1).clamp_min(1e-300))
+    return -lp.mean(-1)
+
+
+def objective(method, task, net, x, y, graph=None, batch=None):
+    """``(loss, handler, trace)`` of one training step: ``-log p(y | x) / N`` of the Pyro model
+    (inside ``probmix`` for every method but ERM), the handler (``None`` for ERM), whose
+    ``pairings["data"]`` holds the pairs and lambdas the step used, and the model's trace.
+
+    :param x, y: ``(R, N, ...)`` and ``(R, N)`` tensors; ``graph``: the method's sampling graph
+        (default :func:`~pyro_probmix.experiments.blocks.make_graph`); ``batch``: minibatch size.
+    """
+    model = make_model(net, method, task)
+    n = x.shape[1]
+    handler = None
+    # argument checks of every distribution cost ~5% of a step; the data were checked once
+    with pyro.validation_enabled(False):
+        if not method.uses_handler:
+            trace = poutine.trace(model).get_trace(x, y, batch)
+        else:
+            kwargs = method.handler_kwargs(task)
+            if batch is not None:
+                kwargs["plate"] = "data"
+            handler = probmix(graph=graph if graph is not None else make_graph(method, x), **kwargs)
+            with handler:
+                trace = poutine.trace(model).get_trace(x, y, batch)
+    return -trace.log_prob_sum() / n, handler, trace
+
+
+def _snapshot(net):
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def _update_best(best, net, improved, runs):
+    """Copy the parameters of the improved runs into ``best``."""
+    if not bool(improved.any()):
+        return
+    for name, value in net.state_dict().items():
+        if name.startswith("encoder.runs."):
+            r = int(name.split(".")[2])
+            if improved[r]:
+                best[name].copy_(value)
+        else:  # leading run dimension
+            mask = improved.to(value.device).reshape((runs,) + (1,) * (value.dim() - 1))
+            best[name].copy_(torch.where(mask, value, best[name]))
+
+
+def train_group(
+    method,
+    task,
+    arch,
+    x_train,
+    y_train,
+    x_val,
+    y_val,
+    seeds,
+    config=TrainConfig(),
+    hidden=(128, 32),
+    rng_seed=0,
+    progress=None,
+):
+    """Train the ``R = len(seeds)`` runs of a group; returns a :class:`TrainResult` whose network
+    holds each run's best-validation parameters.
+
+    :param method: a resolved :class:`~pyro_probmix.experiments.methods.Method`.
+    :param str task: ``"regression"`` or ``"classification"``.
+    :param str arch: ``"mlp"``, ``"lstm"`` or ``"transformer"``.
+    :param x_train: ``(R, N, ...)`` array or tensor (standardised); ``y_train`` ``(R, N)``.
+    :param x_val, y_val: ``(R, N_val, ...)`` and ``(R, N_val)``.
+    :param seeds: one initialisation seed per run.
+    :param config: :class:`TrainConfig`.
+    :param int rng_seed: seed of the training noise (pairs, lambda, embedding draws, batches).
+    :param progress: optional callable ``progress(epoch_fraction)`` called after each epoch.
+    """
+    device = resolve_device(config.device)
+    x_train = _tensor(x_train, device)
+    y_train = _tensor(y_train, device, task, labels=True)
+    x_val = _tensor(x_val, device)
+    y_val = _tensor(y_val, device, task, labels=True)
+    runs, n = x_train.shape[:2]
+    if runs != len(seeds):
+        raise ValueError(f"{runs} runs of data but {len(seeds)} seeds")
+    batch = config.batch_size
+    if batch is not None and batch >= n:
+        batch = None
+    if batch is not None and runs != 1:
+        raise ValueError("minibatch training (batch_size) trains one run per group")
+    out_dim = 2 if task == "regression" else int(max(y_train.max(), y_val.max()).item()) + 1
+    if task == "classification":
+        out_dim = max(out_dim, 2)
+    net = make_net(method, arch, seeds, x_train.shape[2:], out_dim, hidden).to(device)
+    graph = make_graph(method, x_train) if method.uses_handler else None
+    pyro.clear_param_store()
+    pyro.set_rng_seed(rng_seed)
+    optim = torch.optim.Adam(net.parameters(), lr=config.lr)
+    steps_per_epoch = 1 if batch is None else math.ceil(n / batch)
+    torch.set_flush_denormal(True)  # denormal floats slow CPU training down ~20x
+
+    def loss_fn():
+        return objective(method, task, net, x_train, y_train, graph, batch)[0]
+
+    best = _snapshot(net)
+    net.eval()
+    best_val = _val_nll(net, method, task, x_val, y_val, rng_seed, config.val_samples)
+    best_val = torch.where(torch.isnan(best_val), torch.full_like(best_val, math.inf), best_val)
+    best_epoch = torch.zeros(runs, dtype=torch.long)
+    last_loss = math.nan
+    start = time.perf_counter()
+    steps = 0
+    try:
+        for epoch in range(1, config.epochs + 1):
+            net.train()
+            for _ in range(steps_per_epoch):
+                loss = loss_fn()
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                optim.step()
+                steps += 1
+            if epoch % config.eval_every == 0 or epoch == config.epochs:
+                net.eval()
+                val = _val_nll(net, method, task, x_val, y_val, rng_seed, config.val_samples)
+                improved = (val < best_val.to(val.device)).cpu()
+                _update_best(best, net, improved, runs)
+                best_val = torch.where(improved, val.cpu(), best_val.cpu())
+                best_epoch = torch.where(improved, torch.full_like(best_epoch, epoch), best_epoch)
+            if progress is not None:
+                progress(1.0 / config.epochs)
+        last_loss = float(loss.detach()) / runs
+    finally:
+        torch.set_flush_denormal(False)
+    seconds = time.perf_counter() - start
+    net.load_state_dict(best)
+    net.eval()
+    return TrainResult(net, best_epoch.tolist(), best_val.tolist(), last_loss, steps, seconds)

@@ -1,0 +1,313 @@
+# SPDX-License-Identifier: Apache-2.0
+"""
+The experiment layer: method registry, each method's objective against a hand-written reference
+(same lambda and pairs, read from ``handler.pairings``), block graphs, networks and training.
+"""
+import math
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pyro_probmix.experiments.blocks import BlockFullGraph, BlockKNNGraph, make_graph
+from pyro_probmix.experiments.methods import (
+    METHOD_NAMES,
+    UnknownMethodError,
+    canonical_name,
+    resolve_method,
+)
+from pyro_probmix.experiments.models import MIN_SCALE, Net, make_net
+from pyro_probmix.experiments.train import TrainConfig, objective, predict, train_group
+from pyro_probmix.graphs import FullGraph, KNNGraph
+
+R, N, D = 2, 10, 3
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    yield
+    torch.set_default_dtype(old)
+    pyro.clear_param_store()
+
+
+# ----------------------------------------------------------------------------- registry
+def test_every_method_resolves_case_insensitively():
+    for name in METHOD_NAMES:
+        for spelling in (name, name.lower(), name.upper()):
+            assert canonical_name(spelling) == name
+    assert canonical_name("m-probmix*") == "M-ProbMix-star"
+    assert canonical_name("LocKM-ProbMix⋆") == "LocKM-ProbMix-star"
+    assert len(METHOD_NAMES) == 11
+
+
+def test_unknown_method_lists_the_valid_ones():
+    with pytest.raises(UnknownMethodError) as err:
+        canonical_name("SuperMix")
+    for name in METHOD_NAMES:
+        assert name in str(err.value)
+
+
+def test_resolution_to_handler_settings():
+    assert resolve_method("ERM", alpha=0.3).hparams() == {}
+    assert not resolve_method("ERM").uses_handler
+    mix = resolve_method("mix", alpha=0.3)
+    assert mix.label_fusion_for("regression") == "log_linear"  # mixed labels
+    assert mix.label_fusion_for("classification") == "linear"  # one-hot mixing
+    assert resolve_method("probmix").label_fusion_for("regression") == "linear"
+    assert resolve_method("LocKM-ProbMix").hparams() == {"alpha": 0.1, "beta": 0.0, "k": 5, "predict": "mean"}
+    star = resolve_method("M-ProbMix-star")
+    assert star.prediction_mode() == "mc" and star.spec.separate_variance
+    with pytest.raises(ValueError, match="alpha"):
+        resolve_method("Mix", alpha=0.0)
+    with pytest.raises(ValueError, match="unknown hyper-parameter"):
+        resolve_method("Mix", gamma=1.0)
+
+
+# ----------------------------------------------------------------------------- objectives
+def _data(task, runs=R, n=N):
+    x = torch.randn(runs, n, D)
+    y = torch.randint(3, (runs, n)) if task == "classification" else torch.randn(runs, n)
+    return x, y
+
+
+def _net(method, task, runs=R):
+    return make_net(method, "mlp", list(range(runs)), (D,), 3 if task == "classification" else 2, (8, 5))
+
+
+def _head(out):
+    return out[..., 0], F.softplus(out[..., 1]) + MIN_SCALE
+
+
+def _step(name, task, **hp):
+    method = resolve_method(name, **hp)
+    net = _net(method, task)
+    x, y = _data(task)
+    loss, handler, trace = objective(method, task, net, x, y)
+    pairing = handler.pairings["data"] if handler is not None else None
+    return method, net, x, y, loss, pairing, trace
+
+
+def _pairs(pairing):
+    """Partner (flattened index) and lambda as (R, N) tensors."""
+    return pairing.partner.reshape(R, N), pairing.lam.reshape(R, N)
+
+
+def _take(t, partner):
+    """Rows of ``t`` ((R, N, ...)) at flattened partner indices."""
+    flat = t.reshape((R * N,) + t.shape[2:])
+    return flat[partner.reshape(-1)].reshape(t.shape)
+
+
+def _assert_partners_within_run(partner):
+    run_of_partner = partner // N
+    assert torch.equal(run_of_partner, torch.arange(R)[:, None].expand(R, N))
+
+
+def test_erm_objective_is_the_gaussian_nll():
+    method, net, x, y, loss, _, _ = _step("ERM", "regression")
+    loc, scale = _head(net.decode(net.embed(net.encode(x))))
+    assert torch.allclose(loss, -dist.Normal(loc, scale).log_prob(y).sum() / N)
+
+
+def test_mix_objective_is_input_mixup_with_mixed_labels():
+    method, net, x, y, loss, pairing, _ = _step("Mix", "regression", alpha=0.4)
+    partner, lam = _pairs(pairing)
+    _assert_partners_within_run(partner)
+    x_mix = lam[..., None] * x + (1 - lam[..., None]) * _take(x, partner)
+    y_mix = lam * y + (1 - lam) * _take(y, partner)
+    loc, scale = _head(net.decode(net.embed(net.encode(x_mix))))
+    reference = -dist.Normal(loc, scale).log_prob(y_mix).sum() / N
+    assert torch.allclose(loss, reference, rtol=1e-10, atol=1e-10)
+    g = torch.autograd.grad(loss, list(net.parameters()))
+    g_ref = torch.autograd.grad(reference, list(net.parameters()))
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(g, g_ref))
+
+
+def test_mix_classification_mixes_one_hot_labels():
+    method, net, x, y, loss, pairing, _ = _step("Mix", "classification", alpha=0.4)
+    partner, lam = _pairs(pairing)
+    x_mix = lam[..., None] * x + (1 - lam[..., None]) * _take(x, partner)
+    log_p = torch.log_softmax(net.decode(net.embed(net.encode(x_mix))), -1)
+    y_j = _take(y, partner)
+    ce = lam * log_p.gather(-1, y[..., None])[..., 0] + (1 - lam) * log_p.gather(-1, y_j[..., None])[..., 0]
+    assert torch.allclose(loss, -ce.sum() / N, rtol=1e-10, atol=1e-10)
+
+
+def test_m_mix_objective_is_manifold_mixup_at_the_first_hidden_layer():
+    method, net, x, y, loss, pairing, _ = _step("M-Mix", "regression", alpha=0.4)
+    partner, lam = _pairs(pairing)
+    h = net.embed(net.encode(x))
+    assert h.shape[-1] == 8  # the first hidden layer
+    h_mix = lam[..., None] * h + (1 - lam[..., None]) * _take(h, partner)
+    loc, scale = _head(net.decode(h_mix))
+    reference = -dist.Normal(loc, scale).log_prob(lam * y + (1 - lam) * _take(y, partner)).sum() / N
+    assert torch.allclose(loss, reference, rtol=1e-10, atol=1e-10)
+
+
+def test_lock_m_mix_pairs_k_nearest_neighbours_within_each_run():
+    method, net, x, y, loss, pairing, _ = _step("LocKM-Mix", "regression", alpha=0.4, k=3)
+    partner, lam = _pairs(pairing)
+    _assert_partners_within_run(partner)
+    for r in range(R):
+        neighbours = KNNGraph(x[r], k=3).neighbors
+        local = partner[r] - r * N
+        assert all(local[i] in neighbours[i] for i in range(N))
+
+
+def test_probmix_objective_is_the_pooled_heteroscedastic_likelihood():
+    method, net, x, y, loss, pairing, _ = _step("ProbMix", "regression", alpha=0.4, beta=0.01)
+    partner, lam = _pairs(pairing)
+    mu, sigma = _head(net.decode(net.embed(net.encode(x))))
+    var, var_j, mu_j = sigma**2, _take(sigma, partner) ** 2, _take(mu, partner)
+    precision = lam / var + (1 - lam) / var_j
+    mean = (lam * mu / var + (1 - lam) * mu_j / var_j) / precision
+    pooled = dist.Normal(mean, precision.rsqrt())
+    # linear label fusion with a N(y, beta) kernel: E[log p] = log p(y) - beta / (2 var)
+    expected = lam * pooled.log_prob(y) + (1 - lam) * pooled.log_prob(_take(y, partner)) - 0.01 * precision / 2
+    assert torch.allclose(loss, -expected.sum() / N, rtol=1e-10, atol=1e-10)
+
+
+def test_m_probmix_samples_the_pooled_gaussian_embedding():
+    method, net, x, y, loss, pairing, trace = _step("M-ProbMix", "regression", alpha=0.4)
+    partner, lam = _pairs(pairing)
+    f = net.encode(x)
+    h, s = net.embed(f), net.embed_scale(x, f)
+    site = trace.nodes["z"]
+    pooled = site["fn"].base_dist.base_dist  # masked (no ELBO term), Independent over the layer
+    prec = lam[..., None] / s**2 + (1 - lam[..., None]) / _take(s, partner) ** 2
+    mean = (lam[..., None] * h / s**2 + (1 - lam[..., None]) * _take(h, partner) / _take(s, partner) ** 2) / prec
+    assert torch.allclose(pooled.loc.reshape(R, N, -1), mean)
+    assert torch.allclose(pooled.scale.reshape(R, N, -1), prec.rsqrt())
+    z = site["value"].reshape(R, N, -1)
+    assert not torch.allclose(z, mean)  # sampled in training
+    loc, scale = _head(net.decode(z))
+    d = dist.Normal(loc, scale)
+    reference = -(lam * d.log_prob(y) + (1 - lam) * d.log_prob(_take(y, partner))).sum() / N
+    assert torch.allclose(loss, reference, rtol=1e-10, atol=1e-10)
+    # prediction propagates the mean
+    kind, p_loc, p_scale = predict(net, method, "regression", x)
+    loc0, scale0 = _head(net.decode(h))
+    assert kind == "gaussian" and torch.allclose(p_loc, loc0) and torch.allclose(p_scale, scale0)
+
+
+def test_star_variant_has_a_separate_variance_network_and_predicts_a_mixture():
+    method = resolve_method("LocKM-ProbMix-star", alpha=0.4, k=3, mc_samples=4)
+    net = make_net(method, "mlp", [0, 1], (D,), 2, (8, 5))
+    assert net.width == 4 and net.scale_head == "separate"  # first layer halved
+    x, y = _data("regression")
+    loss, handler, _ = objective(method, "regression", net, x, y)
+    grads = torch.autograd.grad(loss, [net.scale_net[0].weight])
+    assert grads[0].abs().sum() > 0  # the variance network is trained by the same objective
+    kind, locs, scales = predict(net, method, "regression", x)
+    assert kind == "mixture" and locs.shape == (4, R, N)
+
+
+def test_erm_and_mix_share_initial_weights_and_init_does_not_depend_on_the_group():
+    a = Net("mlp", [11, 22], (D,), 2, (8, 5))
+    b = Net("mlp", [22], (D,), 2, (8, 5))
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(pa[1], pb[0]), name
+
+
+def test_runs_of_a_group_do_not_interact():
+    method = resolve_method("LocKProbMix", alpha=0.4, k=3)
+    net = _net(method, "regression")
+    x, y = _data("regression")
+    grads = []
+    for y1 in (y[1], y[1] + 100.0):
+        pyro.set_rng_seed(3)
+        loss, _, _ = objective(method, "regression", net, x, torch.stack([y[0], y1]))
+        grads.append(torch.autograd.grad(loss, [net.mixing.weight])[0])
+    assert torch.allclose(grads[0][0], grads[1][0])  # run 0 ignores run 1's data
+    assert not torch.allclose(grads[0][1], grads[1][1])
+
+
+def test_block_graphs_pair_within_blocks():
+    g = BlockFullGraph(3, 5)
+    anchors = torch.arange(15).repeat(20)
+    partners = g.sample(anchors, 15)
+    assert torch.equal(partners // 5, anchors // 5) and not (partners == anchors).any()
+    feats = torch.randn(3, 6, 2)
+    knn = BlockKNNGraph(feats, k=2)
+    for r in range(3):
+        assert torch.equal(knn.neighbors[r * 6 : (r + 1) * 6] - r * 6, KNNGraph(feats[r], k=2).neighbors)
+    assert isinstance(make_graph(resolve_method("Mix"), torch.randn(1, 6, 2)), FullGraph)
+    assert isinstance(make_graph(resolve_method("LocKMix"), torch.randn(1, 6, 2)), KNNGraph)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "transformer"])
+def test_sequence_networks_compress_to_a_64_dim_embedding(arch):
+    method = resolve_method("LocKM-ProbMix", alpha=0.4, k=2)
+    net = make_net(method, arch, [0, 1], (7, 4), 2)
+    x, y = torch.randn(2, 6, 7, 4), torch.randn(2, 6)
+    h = net.embed(net.encode(x))
+    assert h.shape == (2, 6, 64)
+    loss, handler, trace = objective(method, "regression", net, x, y)
+    assert torch.isfinite(loss) and handler.pairings["data"].embedded
+    mix = resolve_method("Mix", alpha=0.4)
+    loss, handler, trace = objective(mix, "regression", make_net(mix, arch, [0, 1], (7, 4), 2), x, y)
+    assert trace.nodes["x"]["value"].shape == (12, 7, 4)  # the input windows are mixed
+
+
+def test_train_group_keeps_the_best_validation_state_per_run():
+    torch.set_default_dtype(torch.float32)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 40, D, generator=gen)
+    y = x.sum(-1) + 0.1 * torch.randn(2, 40, generator=gen)
+    xv = torch.randn(2, 10, D, generator=gen)
+    yv = xv.sum(-1)
+    for name in ("ERM", "LocKMix", "M-ProbMix-star"):
+        method = resolve_method(name, alpha=0.5, k=3, mc_samples=3)
+        res = train_group(method, "regression", "mlp", x, y, xv, yv, [0, 1], TrainConfig(epochs=15, lr=0.01),
+                          hidden=(8, 4))
+        assert res.steps == 15 and len(res.best_epoch) == 2
+        kind, *pred = predict(res.net, method, "regression", xv)
+        loc = pred[0] if kind == "gaussian" else pred[0].mean(0)
+        assert loc.shape == (2, 10)
+    # minibatches: one run, the handler chooses anchors and partners
+    res = train_group(resolve_method("LocKProbMix", k=3), "regression", "mlp", x[:1], y[:1], xv[:1], yv[:1], [0],
+                      TrainConfig(epochs=2, lr=0.01, batch_size=8), hidden=(8, 4))
+    assert res.steps == 2 * math.ceil(40 / 8)
+
+
+def test_classification_training_runs():
+    torch.set_default_dtype(torch.float32)
+    from pyro_probmix.experiments.data import toy_rings
+
+    d = toy_rings(0)
+    for name in ("ProbMix", "LocKM-ProbMix"):
+        method = resolve_method(name, alpha=0.5, beta=0.01)
+        res = train_group(method, "classification", "mlp", d.x_train[None], d.y_train[None], d.x_val[None],
+                          d.y_val[None], [0], TrainConfig(epochs=5, lr=0.01), hidden=(16, 8))
+        kind, probs = predict(res.net, method, "classification", torch.as_tensor(d.x_test[None]))
+        assert probs.shape == (1, 1000, 3) and np.allclose(probs.sum(-1).numpy(), 1, atol=1e-5)
+
+
+def test_homoscedastic_pool_is_the_librarys_gaussian_rule_with_equal_scales():
+    from pyro_probmix.experiments.models import HomoscedasticNormal
+    from pyro_probmix.pooling import log_linear_pool
+
+    loc_p, loc_q, lam = torch.randn(6, 4), torch.randn(6, 4), torch.rand(6, 1)
+    fast = log_linear_pool(HomoscedasticNormal(loc_p, 1.0).to_event(1), HomoscedasticNormal(loc_q, 1.0).to_event(1),
+                           lam[:, 0])
+    general = log_linear_pool(dist.Normal(loc_p, 1.0).to_event(1), dist.Normal(loc_q, 1.0).to_event(1), lam[:, 0])
+    assert isinstance(fast.base_dist, HomoscedasticNormal)
+    assert torch.allclose(fast.mean, general.mean) and torch.allclose(fast.base_dist.scale, general.base_dist.scale)
+
+
+def test_groups_fill_a_row_budget():
+    from pyro_probmix.experiments.records import RunSpec
+    from pyro_probmix.experiments.sweep import ROWS_PER_GROUP, _groups
+
+    specs = [RunSpec.make("uci", ds, "ERM", s, 0, "mlp", {}, {"epochs": 1}) for ds in ("small", "big") for s in range(20)]
+    groups = _groups(specs, None, {"small": 300, "big": ROWS_PER_GROUP})
+    sizes = {(g[0].dataset, len(g)) for g in groups}
+    assert ("small", 20) in sizes and ("big", 1) in sizes
+    assert all(len(g) <= 2 for g in _groups(specs, 2, {"small": 300, "big": 10}))
