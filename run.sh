@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine; installs what it needs into .venv (idempotently).
 #   bash run.sh demo   # toy regression of the paper (§6.1): ERM vs ProbMix variants, table + plot
-#   bash run.sh test   # the test suite (pytest, doctests)
+#   bash run.sh test   # the test suite (pytest, doctests) and the docs build (tutorials executed)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -18,7 +18,7 @@ setup() {
         # torch first, pinned: 2.13.0 is the CPU build this project is tested with (an unpinned
         # torch pulls a multi-GB CUDA build); then pyro-ppl and the package with its extras
         "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[dev,experiments]"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[dev,experiments,docs]"
         rm -f "$VENV"/.installed-*
         touch "$stamp"
     fi
@@ -34,6 +34,8 @@ case "${1:-}" in
         setup
         shift
         "$VENV/bin/python" -m pytest "$@"
+        # the site with warnings as errors; tutorials run with fewer epochs (PROBMIX_FAST)
+        PROBMIX_FAST=1 "$VENV/bin/sphinx-build" -W --keep-going -q -b html docs docs/_build/html
         ;;
     *)
         echo "usage: bash run.sh demo|test [extra arguments]" >&2

@@ -2,7 +2,7 @@
 """
 Sampling graphs (§5): for each anchor row ``i`` a graph draws the row ``j`` it is mixed with.
 
-The :func:`~pyro_probmix.handler.probmix` handler calls ``graph.sample(anchors, num_rows)`` once
+The :func:`~pyro_probmix.probmix` handler calls ``graph.sample(anchors, num_rows)`` once
 per step. Sampling is vectorised and never synchronises with the device: graphs over a
 training set precompute their tables once, copy them to a new device on first use and cache
 them there. Randomness comes only from torch's global RNG on the anchors' device, so

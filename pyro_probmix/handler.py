@@ -146,7 +146,7 @@ class ProbMixMessenger(Messenger):
     @property
     def pairings(self):
         """
-        The latest :class:`Pairing` of each plate, by plate name, for inspection; kept after the
+        The latest :class:`~pyro_probmix.handler.Pairing` of each plate, by plate name, for inspection; kept after the
         ``with`` block and cleared when it is entered again.
         """
         return {name: rec.pairing for name, rec in self._plates.items() if rec.pairing is not None}

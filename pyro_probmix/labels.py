@@ -54,15 +54,19 @@ class LabelKernel:
     poolable = True
 
     def centre(self, d, y):
+        """The kernel :math:`s_\\beta(\\cdot|y)` in this kernel's representation, for a site of ``d``."""
         raise NotImplementedError
 
     def pool(self, s_i, s_j, lam, event_dim):
+        """The log-linear pool :math:`s_i^\\lambda s_j^{1-\\lambda}` of two centres."""
         raise NotImplementedError
 
     def expected_log_prob(self, d, s, num_samples):
+        """:math:`E_{\\tilde y \\sim s}[\\log d(\\tilde y)]`, shape ``d.batch_shape``."""
         raise NotImplementedError
 
     def log_expected_prob(self, d, s, num_samples):
+        """:math:`\\log E_{\\tilde y \\sim s}[d(\\tilde y)]` (Appendix B), shape ``d.batch_shape``."""
         raise NotImplementedError
 
     def mixed_expected_log_prob(self, d, s_i, s_j, lam, num_samples):
@@ -267,7 +271,8 @@ def fused_label_log_prob(
     pair of labels ``(y_i, y_j)`` with weight ``lam``.
 
     :param d: the fused likelihood :math:`\\tilde p(\\cdot|x_i, x_j, \\lambda)`.
-    :param y_i, y_j: labels of the two rows (shape ``batch_shape + event_shape``).
+    :param y_i: label of the first row (weight ``lam``), shape ``batch_shape + event_shape``.
+    :param y_j: label of the second row (weight ``1 - lam``), same shape.
     :param lam: tensor broadcastable to ``d.batch_shape``.
     :param kernel: a :class:`LabelKernel`.
     :param fusion: ``"linear"`` (Assumption 4.2) or ``"log_linear"``.
