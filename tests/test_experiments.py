@@ -26,15 +26,7 @@ from pyro_probmix.graphs import FullGraph, KNNGraph
 R, N, D = 2, 10, 3
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    pyro.clear_param_store()
-    pyro.set_rng_seed(0)
-    yield
-    torch.set_default_dtype(old)
-    pyro.clear_param_store()
+pytestmark = pytest.mark.usefixtures("fresh_pyro")
 
 
 # ----------------------------------------------------------------------------- registry

@@ -16,14 +16,7 @@ from pyro_probmix.graphs import FullGraph, KNNGraph, WeightedGraph
 from pyro_probmix.handler import ProbMixLikelihood
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    pyro.clear_param_store()
-    pyro.set_rng_seed(0)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("fresh_pyro")
 
 
 def _no_guide(*args, **kwargs):

@@ -10,13 +10,7 @@ from pyro_probmix.pooling import LinearPool, linear_pool, log_linear_pool, regis
 
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    # closed forms are checked to 1e-6 or tighter: compute in double precision
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def _unnormalised_log_pool(p, q, lam, y):
