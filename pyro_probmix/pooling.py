@@ -115,12 +115,13 @@ def _dispatch_pool(type_p, type_q):
 
 def supported_families():
     """
-    Names of the distribution types with a registered log-linear pooling rule.
+    Names of the distribution families with a registered log-linear pooling rule (the wrappers
+    ``Independent``, masked and expanded distributions pool whatever family they wrap).
 
-    >>> "Normal" in supported_families()
-    True
+    >>> "Normal" in supported_families(), "Independent" in supported_families()
+    (True, False)
     """
-    return sorted({p.__name__ for p, q in _POOL_REGISTRY if p is q})
+    return sorted({p.__name__ for p, q in _POOL_REGISTRY if p is q and p not in _WRAPPERS})
 
 
 def log_linear_pool(p, q, lam):
@@ -271,6 +272,9 @@ def _pool_expanded(p, q, lam):
     return log_linear_pool(
         p.base_dist.expand(p.batch_shape), q.base_dist.expand(q.batch_shape), lam
     )
+
+
+_WRAPPERS = (Independent, MaskedDistribution, ExpandedDistribution)
 
 
 def _unsqueeze_right(lam, n):
