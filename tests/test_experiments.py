@@ -4,6 +4,8 @@ The experiment layer: method registry, each method's objective against a hand-wr
 (same lambda and pairs, read from ``handler.pairings``), block graphs, networks and training.
 """
 import math
+import platform
+import shutil
 
 import numpy as np
 import pyro
@@ -292,6 +294,50 @@ def test_homoscedastic_pool_is_the_librarys_gaussian_rule_with_equal_scales():
     general = log_linear_pool(dist.Normal(loc_p, 1.0).to_event(1), dist.Normal(loc_q, 1.0).to_event(1), lam[:, 0])
     assert isinstance(fast.base_dist, HomoscedasticNormal)
     assert torch.allclose(fast.mean, general.mean) and torch.allclose(fast.base_dist.scale, general.base_dist.scale)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_embedding_pool_matches_the_eager_rule():
+    from pyro_probmix.experiments.models import CompiledPoolNormal
+    from pyro_probmix.pooling import log_linear_pool
+
+    torch.set_default_dtype(torch.float32)  # the experiments train in float32
+    g = torch.Generator().manual_seed(1)
+    loc_p, loc_q = torch.randn(7, 5, generator=g), torch.randn(7, 5, generator=g)
+    scale_p, scale_q = torch.rand(7, 5, generator=g) + 0.05, torch.rand(7, 5, generator=g) + 0.05
+    lam = torch.tensor([0.0, 1e-30, 0.2, 0.5, 0.8, 1 - 1e-7, 1.0])[:, None]
+    results = []
+    for cls in (dist.Normal, CompiledPoolNormal):
+        params = [t.clone().requires_grad_() for t in (loc_p, scale_p, loc_q, scale_q)]
+        pooled = log_linear_pool(cls(*params[:2]).to_event(1), cls(*params[2:]).to_event(1), lam[:, 0])
+        assert type(pooled.base_dist) is cls
+        out = (pooled.base_dist.loc, pooled.base_dist.scale)
+        grads = torch.autograd.grad((out[0] * 1.3 + out[1] * 0.7).sum(), params)
+        results.append(out + grads)
+    for eager, compiled in zip(*results):
+        assert torch.allclose(eager, compiled, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on CPU needs a C++ compiler")
+def test_train_config_compile_pools_the_embedding_with_the_compiled_rule():
+    from pyro_probmix.experiments.models import CompiledPoolNormal
+
+    torch.set_default_dtype(torch.float32)
+    method = resolve_method("M-ProbMix", alpha=0.4)
+    x, y = (t.float() for t in _data("regression"))
+    for compile_pool, cls in ((False, dist.Normal), (True, CompiledPoolNormal)):
+        res = train_group(method, "regression", "mlp", x, y, x, y, [0, 1], TrainConfig(epochs=2, compile=compile_pool),
+                          (8, 5))
+        assert res.steps == 2 and all(math.isfinite(v) for v in res.best_val_nll)
+        trace = objective(method, "regression", res.net, x, y)[2]
+        assert type(trace.nodes["z"]["fn"].base_dist.base_dist) is cls
+
+
+def test_freed_memory_is_kept_for_reuse_on_glibc():
+    from pyro_probmix.experiments.train import keep_freed_memory
+
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is expected
 
 
 def test_groups_fill_a_row_budget():

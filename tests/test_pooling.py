@@ -6,7 +6,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyro_probmix.pooling import LinearPool, linear_pool, log_linear_pool, register_pool, supported_families
+from pyro_probmix.pooling import (
+    LinearPool,
+    linear_pool,
+    log_linear_pool,
+    normal_pool_params,
+    register_pool,
+    supported_families,
+)
 
 
 
@@ -213,6 +220,28 @@ def test_normal_pool_tiny_scales_float32_has_no_nan():
     assert torch.isfinite(pooled.loc).all() and (pooled.scale > 0).all()
     # the much sharper component wins
     assert torch.allclose(pooled.loc, torch.tensor([1.0, 0.0], **f32), atol=1e-4)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3, 1.0])
+def test_normal_pool_gradients_match_finite_differences(lam):
+    # the relative-precision trick detaches c = min(s_p, s_q): the gradients must still be exact,
+    # also where the two scales tie (c switches sides there)
+    g = torch.Generator().manual_seed(0)
+    loc_p, loc_q = torch.randn(5, generator=g), torch.randn(5, generator=g)
+    scale_p = torch.rand(5, generator=g) + 0.1
+    scale_q = torch.cat([scale_p[:2], torch.rand(3, generator=g) + 0.1])  # two ties
+    inputs = [t.clone().requires_grad_() for t in (loc_p, scale_p, loc_q, scale_q)]
+    assert torch.autograd.gradcheck(lambda *a: normal_pool_params(*a, lam), inputs)
+    # and they are those of the textbook form with unscaled precisions
+    loc, scale = normal_pool_params(*inputs, lam)
+    prec = lam / inputs[1] ** 2 + (1 - lam) / inputs[3] ** 2
+    ref_loc = (lam * inputs[0] / inputs[1] ** 2 + (1 - lam) * inputs[2] / inputs[3] ** 2) / prec
+    ref_scale = prec.rsqrt()
+    weights = torch.randn(2, 5, generator=g)
+    ours = torch.autograd.grad((weights[0] * loc + weights[1] * scale).sum(), inputs)
+    ref = torch.autograd.grad((weights[0] * ref_loc + weights[1] * ref_scale).sum(), inputs)
+    for a, b in zip(ours, ref):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_categorical_zero_probability_has_no_nan():

@@ -67,6 +67,7 @@ class SweepOptions:
         data_root=None,
         quiet=False,
         threads=None,
+        compile=False,
     ):
         self.suite = get_suite(experiment)
         self.experiment = experiment
@@ -107,6 +108,7 @@ class SweepOptions:
         self.out = Path(out)
         self.quiet = quiet
         self.threads = threads
+        self.compile = bool(compile)
         # check every requested unit now, before any training
         self.units, self.rows = {}, {}
         for dataset in self.datasets:
@@ -117,7 +119,7 @@ class SweepOptions:
             self.rows[dataset] = len(data.x_train)
 
     def train_config(self):
-        return TrainConfig(self.epochs, self.lr, self.batch_size, self.eval_every, self.device)
+        return TrainConfig(self.epochs, self.lr, self.batch_size, self.eval_every, self.device, compile=self.compile)
 
     def grid(self):
         return [{"alpha": a, "beta": b} for a, b in product(self.alphas, self.betas)]
@@ -164,20 +166,21 @@ def _scores(task, pred, r, data, y):
     return classification_scores(pred[1][r].cpu(), torch.as_tensor(y)), pred
 
 
-def run_group(experiment, specs, out, device="cpu", data_root=None, progress=None, hidden=None):
-    """Train the runs ``specs`` (equal group keys) together and write one record per run."""
+def run_group(experiment, specs, out, device="cpu", data_root=None, progress=None, hidden=None, compile=False):
+    """Train the runs ``specs`` (equal group keys) together and write one record per run;
+    ``compile`` as :attr:`TrainConfig.compile` (a speed option: not part of a run's key)."""
     suite = get_suite(experiment)
     first = specs[0]
     method = resolve_method(first.method, **dict(first.hparams))
     train = dict(first.train)
-    config = TrainConfig(train["epochs"], train["lr"], train["batch_size"], train["eval_every"], device)
+    config = TrainConfig(train["epochs"], train["lr"], train["batch_size"], train["eval_every"], device, compile=compile)
     datas = [suite.load(s.dataset, s.split, data_root) for s in specs]
     shapes = [(d.x_train.shape, d.x_val.shape, d.x_test.shape) for d in datas]
     if len(set(shapes)) > 1:  # splits of unequal sizes (any UCI-layout folder): one group per shape
         paths = []
         for shape in dict.fromkeys(shapes):
             subset = [s for s, sh in zip(specs, shapes) if sh == shape]
-            paths += run_group(experiment, subset, out, device, data_root, progress, hidden)
+            paths += run_group(experiment, subset, out, device, data_root, progress, hidden, compile)
         return paths
     seeds = [init_seed(experiment, s.dataset, s.arch, s.split, s.seed) for s in specs]
     rng_seed = init_seed(experiment, *first.group_key(), *[(s.split, s.seed) for s in specs])
@@ -249,8 +252,8 @@ def _worker_init(threads):
 
 
 def _worker(args):
-    experiment, specs, out, device, data_root = args
-    run_group(experiment, specs, out, device, data_root)
+    experiment, specs, out, device, data_root, compile = args
+    run_group(experiment, specs, out, device, data_root, compile=compile)
     return len(specs)
 
 
@@ -283,7 +286,7 @@ def _run_inline(opts, groups, bar):
             done[0] += frac * size
             bar.update(frac * size)
 
-        run_group(opts.experiment, group, opts.out, opts.device, opts.data_root, progress=tick)
+        run_group(opts.experiment, group, opts.out, opts.device, opts.data_root, progress=tick, compile=opts.compile)
         bar.update(size - done[0])
 
 
@@ -292,7 +295,8 @@ def _run_pool(opts, groups, bar, workers):
     ctx = multiprocessing.get_context("spawn")
     init = (opts.threads or 1,)
     with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=init) as pool:
-        futures = [pool.submit(_worker, (opts.experiment, g, str(opts.out), opts.device, opts.data_root)) for g in groups]
+        futures = [pool.submit(_worker, (opts.experiment, g, str(opts.out), opts.device, opts.data_root, opts.compile))
+                   for g in groups]
         try:
             for fut in cf.as_completed(futures):
                 bar.update(fut.result())

@@ -15,6 +15,8 @@ invariant to the loss's scale up to its epsilon).
 Model selection: every ``eval_every`` epochs (and before the first) each run's validation NLL is
 computed; each run keeps the parameters of its best validation NLL (§6).
 """
+import ctypes
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ from pyro_probmix import probmix
 from .blocks import make_graph
 from .models import forward, likelihood, make_model, make_net
 
-__all__ = ["TrainConfig", "TrainResult", "train_group", "objective", "predict", "resolve_device"]
+__all__ = ["TrainConfig", "TrainResult", "train_group", "objective", "predict", "resolve_device", "keep_freed_memory"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class TrainConfig:
     eval_every: int = 1
     device: str = "cpu"
     val_samples: int = 8  # embedding draws of the validation NLL of Monte Carlo predictives
+    compile: bool = False  # pool the M-ProbMix embedding with a torch.compile'd kernel
 
     def as_dict(self):
         return {"epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size, "eval_every": self.eval_every}
@@ -53,6 +56,21 @@ class TrainResult:
     steps: int
     seconds: float
     history: dict = field(default_factory=dict)
+
+
+@functools.lru_cache(maxsize=None)
+def keep_freed_memory():
+    """Make glibc's ``malloc`` keep freed blocks of up to 32 MiB for reuse instead of returning
+    them to the OS (``mallopt``; a no-op elsewhere than Linux/glibc). Otherwise every step of a
+    full-batch run maps fresh pages for its activations and page-faults on them: measured
+    on this 2-core CPU, an ERM step on power-plant (6,889 rows) took 12.8 ms before and 7.9 ms
+    after. Returns whether the setting took effect."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
 
 
 def resolve_device(device):
@@ -199,13 +217,14 @@ def train_group(
     out_dim = 2 if task == "regression" else int(max(y_train.max(), y_val.max()).item()) + 1
     if task == "classification":
         out_dim = max(out_dim, 2)
-    net = make_net(method, arch, seeds, x_train.shape[2:], out_dim, hidden).to(device)
+    net = make_net(method, arch, seeds, x_train.shape[2:], out_dim, hidden, compile_pool=config.compile).to(device)
     graph = make_graph(method, x_train) if method.uses_handler else None
     pyro.clear_param_store()
     pyro.set_rng_seed(rng_seed)
     optim = torch.optim.Adam(net.parameters(), lr=config.lr)
     steps_per_epoch = 1 if batch is None else math.ceil(n / batch)
     torch.set_flush_denormal(True)  # denormal floats slow CPU training down ~20x
+    keep_freed_memory()
 
     def loss_fn():
         return objective(method, task, net, x_train, y_train, graph, batch)[0]
