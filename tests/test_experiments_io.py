@@ -353,3 +353,12 @@ def test_cli_rejects_an_unavailable_device(capsys, tmp_path):
         pytest.skip("CUDA is available here")
     rc = main(["toy-regression", "--device", "cuda", "--out", str(tmp_path), "--quiet"])
     assert rc == 2 and "CUDA is not available" in capsys.readouterr().err
+
+
+def test_cli_compile_without_a_cpp_compiler_is_a_clear_error(capsys, tmp_path, monkeypatch):
+    from torch._inductor import config
+
+    monkeypatch.setattr(config.cpp, "cxx", (None, "no-such-c++"))  # where inductor looks for one
+    rc = main(["toy-regression", "--compile", "--out", str(tmp_path), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--compile on CPU needs a working C++ compiler" in err and "Traceback" not in err

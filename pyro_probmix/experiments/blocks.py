@@ -16,7 +16,7 @@ __all__ = ["BlockFullGraph", "BlockKNNGraph", "make_graph"]
 
 
 class BlockFullGraph(Graph):
-    """:class:`FullGraph` within each of ``runs`` consecutive blocks of ``rows`` rows."""
+    """:class:`~pyro_probmix.graphs.FullGraph` within each of ``runs`` consecutive blocks of ``rows`` rows."""
 
     def __init__(self, runs, rows):
         super().__init__()
@@ -35,8 +35,8 @@ class BlockFullGraph(Graph):
 
 
 class BlockKNNGraph(Graph):
-    """:class:`KNNGraph` (``k`` nearest neighbours in standardised feature space) within each
-    block: ``features`` has shape ``(R, N, ...)``, one block per run."""
+    """:class:`~pyro_probmix.graphs.KNNGraph` (``k`` nearest neighbours in standardised feature
+    space) within each block: ``features`` has shape ``(R, N, ...)``, one block per run."""
 
     def __init__(self, features, k=5):
         super().__init__()

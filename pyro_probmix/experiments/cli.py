@@ -87,6 +87,7 @@ def _add_training(p, experiment):
 
 
 def build_parser():
+    """The :class:`argparse.ArgumentParser` of the command line, one subcommand per experiment."""
     parser = argparse.ArgumentParser(
         prog="python -m pyro_probmix.experiments",
         description="Reproduce the experiments of the ProbMix paper (§6, Appendix E).",
@@ -169,6 +170,9 @@ def _train(args):
 
 
 def main(argv=None):
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``) and return the exit status: 0; 2
+    for bad input (one ``error: ...`` line on stderr; argparse itself exits with 2 on bad flags);
+    130 when interrupted."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

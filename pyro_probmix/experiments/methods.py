@@ -98,9 +98,11 @@ _SPECS = [
 
 #: canonical name -> spec, in the paper's column order
 METHODS = {spec.name: spec for spec in _SPECS}
+#: the canonical names of the eleven methods, in the paper's column order
 METHOD_NAMES = tuple(METHODS)
-#: the columns of Tables 1 and 3 (UCI) and of Tables 2 and 4 (stocks, no star variants)
+#: the columns of Tables 1 and 3 (UCI), every method
 PAPER_UCI_METHODS = METHOD_NAMES
+#: the columns of Tables 2 and 4 (stocks), every method but the star variants
 PAPER_STOCK_METHODS = METHOD_NAMES[:9]
 
 _LOOKUP = {name.lower(): name for name in METHOD_NAMES}
@@ -129,6 +131,7 @@ def canonical_name(name):
 
 
 def get_spec(name):
+    """The :class:`MethodSpec` of method ``name`` (any spelling :func:`canonical_name` accepts)."""
     return METHODS[canonical_name(name)]
 
 
@@ -163,6 +166,8 @@ class Method:
         return self.spec.uses_handler
 
     def prediction_mode(self):
+        """How the embedding is used at prediction, ``"mean"`` or ``"mc"`` (``"mean"`` for
+        methods without a Gaussian embedding)."""
         if self.spec.embedding != "gaussian":
             return "mean"
         if self.predict is not None:
@@ -170,6 +175,8 @@ class Method:
         return "mc" if self.spec.separate_variance else "mean"
 
     def label_fusion_for(self, task):
+        """The ``label_fusion`` of the handler in ``task`` (``"regression"`` or
+        ``"classification"``): the one given, else the task default (module docstring)."""
         if self.label_fusion is not None:
             return self.label_fusion
         if self.spec.family == "mixup" and task == "regression":
@@ -196,10 +203,12 @@ class Method:
         return {"alpha": self.alpha, "beta": self.beta, "label_fusion": self.label_fusion_for(task)}
 
     def describe(self):
+        """A short label, e.g. ``"ProbMix(alpha=0.1, beta=0.0)"``."""
         hp = ", ".join(f"{k}={v}" for k, v in self.hparams().items())
         return f"{self.name}({hp})" if hp else self.name
 
     def with_hparams(self, **hparams):
+        """This method with some hyper-parameters replaced (see :func:`resolve_method`)."""
         return resolve_method(self.name, **{**self.hparams(), **hparams})
 
 

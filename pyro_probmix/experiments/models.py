@@ -169,6 +169,8 @@ class Net(nn.Module):
     :param hidden: MLP widths ``(mixing layer, rest...)``, e.g. ``(128, 32)``.
     :param str scale_head: ``None``, ``"shared"`` (head on the encoder features) or ``"separate"``.
     :param bool halve: halve the mixing layer's width (star variants).
+    :param int d_z: width of the mixing layer of the stock models (the compression of the encoder
+        features).
     :param bool compile_pool: pool the Gaussian embedding with :class:`CompiledPoolNormal`.
     """
 
@@ -216,15 +218,19 @@ class Net(nn.Module):
             raise ValueError(f"scale_head must be None, 'shared' or 'separate', got {scale_head!r}")
 
     def encode(self, x):
+        """The features ``f`` before the mixing layer (the input itself for the MLP)."""
         if self.encoder is None:
             return x
         return self.encoder(x)
 
     def embed(self, f):
+        """The mixing layer ``h`` of features ``f``."""
         h = self.mixing(f)
         return F.relu(h) if self.mixing_activation else h
 
     def embed_scale(self, x, f):
+        """The embedding scale ``sigma`` of M-ProbMix (at least :data:`MIN_SCALE`), from the
+        features ``f`` (shared head) or the raw input ``x`` (separate network)."""
         if self.scale_head == "shared":
             raw = self.scale_layer(f)
         elif self.scale_head == "separate":
@@ -234,6 +240,7 @@ class Net(nn.Module):
         return F.softplus(raw) + MIN_SCALE
 
     def decode(self, z):
+        """The network's output from the (pooled) embedding ``z``."""
         if self.encoder is not None:
             z = F.relu(z)
         for layer in self.decoder:

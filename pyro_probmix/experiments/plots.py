@@ -179,8 +179,8 @@ def plot_reliability(reliability, path):
 
     Parameters
     ----------
-    reliability : dict name -> (confidence, accuracy, counts), the output of
-        :func:`pyro_probmix.metrics.reliability_bins`
+    reliability : dict name -> (confidence, accuracy, counts)
+        the output of :func:`pyro_probmix.metrics.reliability_bins` per method
     path : str or Path of the PNG
 
     Returns
@@ -219,8 +219,8 @@ def plot_coverage(coverages, path):
 
     Parameters
     ----------
-    coverages : dict name -> {level: coverage}, the output of
-        :func:`pyro_probmix.metrics.interval_coverage`
+    coverages : dict name -> {level: coverage}
+        the output of :func:`pyro_probmix.metrics.interval_coverage` per method
     path : str or Path of the PNG
 
     Returns

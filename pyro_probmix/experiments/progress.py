@@ -27,6 +27,7 @@ class Progress:
             self._draw(force=True)
 
     def update(self, n=1.0):
+        """Add ``n`` runs (clipped to the total)."""
         if self.quiet or self.total == 0:
             return
         n = max(0.0, min(n, self.total - self.done))
@@ -51,6 +52,7 @@ class Progress:
         self.stream.flush()
 
     def close(self):
+        """Finish the bar (also on leaving a ``with`` block)."""
         if self.quiet or self.total == 0:
             return
         if self._bar is not None:

@@ -4,7 +4,7 @@ One JSON record per finished run, written atomically, so a sweep can be killed a
 
 A run is identified by its key: experiment, dataset, architecture, method, split, seed,
 hyper-parameters and training settings. Its record lives at
-``<out>/records/<experiment>/<arch>/<dataset>/<method>/<split>-<seed>-<digest>.json`` where
+``<out>/records/<experiment>/<arch>/<dataset>/<method>/split<split>-seed<seed>-<digest>.json`` where
 ``digest`` hashes the whole key; an optional ``.npz`` of predictions sits next to it and is
 written *before* the JSON, so an existing JSON always means a complete run. Files are written to a
 temporary name in the same folder and moved into place with :func:`os.replace` (atomic on POSIX
@@ -44,10 +44,12 @@ class RunSpec:
 
     @staticmethod
     def make(experiment, dataset, method, split, seed=0, arch="mlp", hparams=None, train=None, extra=None):
+        """A spec from dicts of ``hparams``, ``train`` settings and ``extra`` settings."""
         items = lambda d: tuple(sorted((d or {}).items()))  # noqa: E731
         return RunSpec(experiment, dataset, method, int(split), int(seed), arch, items(hparams), items(train), items(extra))
 
     def key(self):
+        """The key as a JSON-able dict (stored in the record)."""
         return {
             "experiment": self.experiment,
             "dataset": self.dataset,
@@ -61,6 +63,7 @@ class RunSpec:
         }
 
     def digest(self):
+        """16 hex digits of the SHA-1 of the whole key."""
         return hashlib.sha1(_canonical(self.key()).encode()).hexdigest()[:16]
 
     def group_key(self):
@@ -68,17 +71,20 @@ class RunSpec:
         return (self.experiment, self.dataset, self.arch, self.method, self.hparams, self.train, self.extra)
 
     def relpath(self):
+        """The record's path relative to ``out``."""
         return Path(
             "records", self.experiment, self.arch, self.dataset, self.method,
             f"split{self.split}-seed{self.seed}-{self.digest()}.json",
         )
 
     def describe(self):
+        """A one-line label of the run."""
         hp = ",".join(f"{k}={v}" for k, v in self.hparams)
         return f"{self.experiment}/{self.arch}/{self.dataset}/{self.method}[{hp}] split {self.split} seed {self.seed}"
 
 
 def library_versions():
+    """The versions of Python, torch, Pyro, numpy and pyro_probmix (stored in every record)."""
     import pyro
     import torch
 
@@ -94,6 +100,8 @@ def library_versions():
 
 
 def atomic_write_bytes(path, data):
+    """Write ``data`` to ``path`` atomically (temporary file, then :func:`os.replace`), creating
+    missing parent folders."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -118,9 +126,11 @@ class RecordStore:
         self.out = Path(out)
 
     def path(self, spec):
+        """The path of the record of ``spec``."""
         return self.out / spec.relpath()
 
     def exists(self, spec):
+        """Whether the run ``spec`` is recorded."""
         return self.path(spec).is_file()
 
     def write(self, spec, record, arrays=None):
@@ -136,9 +146,12 @@ class RecordStore:
         return path
 
     def read(self, spec):
+        """The record of ``spec`` (a dict)."""
         return json.loads(self.path(spec).read_text())
 
     def arrays(self, record_path_or_record):
+        """The arrays saved with a record (given as a dict or the path of its JSON file), as a
+        dict of numpy arrays, or ``None`` when it has none."""
         if isinstance(record_path_or_record, dict):
             rec = record_path_or_record
             path = self.out / RunSpec.make(**_spec_args(rec["key"])).relpath()

@@ -17,6 +17,7 @@ from pyro_probmix import metrics
 
 __all__ = ["COVERAGE_LEVELS", "pit_values", "regression_scores", "classification_scores", "mixture_pit", "mixture_crps"]
 
+#: levels of the central intervals whose coverage is recorded
 COVERAGE_LEVELS = (0.5, 0.8, 0.9, 0.95)
 PIT_BINS = 10
 ECE_BINS = 15
@@ -39,6 +40,7 @@ def mixture_nll(locs, scales, y):
 
 
 def mixture_pit(locs, scales, y):
+    """PIT of ``y`` ``(M,)`` under equally weighted Gaussian mixtures ``(S, M)``."""
     return _normal_cdf((y - locs) / scales).mean(0)
 
 

@@ -27,6 +27,7 @@ __all__ = ["Suite", "SUITES", "get_suite", "init_seed", "ALPHAS", "BETAS"]
 
 #: the paper's grid (Appendix E.1), used for every method and experiment
 ALPHAS = (0.01, 0.05, 0.1, 0.5, 1.0)
+#: the label-kernel widths of the paper's grid (Appendix E.1)
 BETAS = (0.0, 0.01)
 
 UCI_ALIASES = {
@@ -46,6 +47,12 @@ def init_seed(*parts):
 
 @dataclass(frozen=True)
 class Suite:
+    """One experiment: its ``task`` (``"regression"`` or ``"classification"``), architectures
+    ``archs``, the paper's ``epochs``, ``lr`` and ``hidden`` widths, the methods and datasets run
+    by default, ``default_units`` (runs per dataset where the data do not fix their number),
+    whether the whole grid is trained on every unit (``ablation``) and the paper's tables it
+    reproduces (``paper_table``)."""
+
     name: str
     task: str
     archs: tuple
@@ -69,7 +76,8 @@ class Suite:
         return None
 
     def resolve_datasets(self, requested, data_root=None):
-        """Canonical dataset names; raises :class:`ExperimentError` for unknown ones."""
+        """Canonical dataset names; raises :class:`~pyro_probmix.experiments.data.ExperimentError`
+        for unknown ones."""
         if self.name.startswith("toy"):
             valid = self.default_datasets
             out = []
@@ -141,6 +149,7 @@ class Suite:
 
     # ------------------------------------------------------------------ data
     def load(self, dataset, split, data_root=None):
+        """The :class:`~pyro_probmix.experiments.data.SplitData` of unit ``split`` of ``dataset``."""
         if self.name == "toy-regression":
             return toy_regression(split)
         if self.name == "toy-classification":
@@ -164,6 +173,8 @@ def _stock(path):
     return stock_split(path)
 
 
+#: experiment name -> :class:`Suite`, for ``toy-regression``, ``toy-classification``, ``uci``
+#: and ``stocks``
 SUITES = {
     "toy-regression": Suite(
         "toy-regression", "regression", ("mlp",), 500, 0.01, (128, 64), METHOD_NAMES[:9], ("cubic",), 10,
@@ -185,6 +196,8 @@ SUITES = {
 
 
 def get_suite(name):
+    """The :class:`Suite` of experiment ``name``; raises
+    :class:`~pyro_probmix.experiments.data.ExperimentError` for an unknown one."""
     try:
         return SUITES[name]
     except KeyError:

@@ -34,17 +34,22 @@ from .progress import Progress
 from .records import RecordStore, RunSpec, atomic_write_bytes, library_versions
 from .scoring import classification_scores, pit_values, regression_scores
 from .suites import ALPHAS, BETAS, get_suite, init_seed
-from .train import TrainConfig, predict, resolve_device, train_group
+from .train import TrainConfig, check_compile_support, predict, resolve_device, train_group
 
 __all__ = ["SweepOptions", "run_sweep", "run_group", "select_hparams", "load_selection", "ROWS_PER_GROUP"]
 
-#: default cap on the training rows of one group (runs x rows per run): larger groups of large
-#: datasets are memory bound and slower per run on CPU (measured: naval, R=17 vs R=3)
+#: default cap on the training rows of one group (runs x rows per run); larger groups of large
+#: datasets are memory bound and slower per run on CPU (measured on naval, R=17 vs R=3)
 ROWS_PER_GROUP = 8192
 
 
 class SweepOptions:
-    """Options of a sweep (the CLI's flags)."""
+    """Options of a sweep (the CLI's flags, see :mod:`~pyro_probmix.experiments.cli`).
+
+    ``None`` means the suite's default (methods, datasets, units, architectures, epochs, learning
+    rate). The constructor checks everything, the data of every requested unit included, before
+    any training: bad input raises :class:`~pyro_probmix.experiments.data.ExperimentError`.
+    """
 
     def __init__(
         self,
@@ -100,6 +105,8 @@ class SweepOptions:
         self.select_splits = int(select_splits)
         try:
             resolve_device(device)
+            if compile:
+                check_compile_support(device)
         except RuntimeError as e:
             raise ExperimentError(str(e)) from None
         self.device = device
@@ -119,12 +126,16 @@ class SweepOptions:
             self.rows[dataset] = len(data.x_train)
 
     def train_config(self):
+        """The :class:`~pyro_probmix.experiments.train.TrainConfig` of every run."""
         return TrainConfig(self.epochs, self.lr, self.batch_size, self.eval_every, self.device, compile=self.compile)
 
     def grid(self):
+        """The ``(alpha, beta)`` grid as a list of hyper-parameter dicts."""
         return [{"alpha": a, "beta": b} for a, b in product(self.alphas, self.betas)]
 
     def selection_units(self, dataset):
+        """The units whose validation NLL selects the hyper-parameters: the first
+        ``select_splits``."""
         n = self.suite.num_units(dataset, self.data_root)
         count = self.select_splits if n is None else min(self.select_splits, n)
         return list(range(count))
@@ -168,7 +179,8 @@ def _scores(task, pred, r, data, y):
 
 def run_group(experiment, specs, out, device="cpu", data_root=None, progress=None, hidden=None, compile=False):
     """Train the runs ``specs`` (equal group keys) together and write one record per run;
-    ``compile`` as :attr:`TrainConfig.compile` (a speed option: not part of a run's key)."""
+    ``compile`` as in :class:`~pyro_probmix.experiments.train.TrainConfig` (a speed option: not
+    part of a run's key). Returns the paths of the records."""
     suite = get_suite(experiment)
     first = specs[0]
     method = resolve_method(first.method, **dict(first.hparams))
@@ -350,6 +362,8 @@ def selection_path(out, experiment, arch, dataset):
 
 
 def load_selection(out, experiment, arch, dataset):
+    """The selection file of a dataset written by :func:`run_sweep` (``{method: {"hparams": ...,
+    "val_nll": ..., ...}}``), or ``{}`` when there is none."""
     path = selection_path(out, experiment, arch, dataset)
     return json.loads(path.read_text()) if path.is_file() else {}
 

@@ -30,11 +30,20 @@ from pyro_probmix import probmix
 from .blocks import make_graph
 from .models import forward, likelihood, make_model, make_net
 
-__all__ = ["TrainConfig", "TrainResult", "train_group", "objective", "predict", "resolve_device", "keep_freed_memory"]
+__all__ = ["TrainConfig", "TrainResult", "train_group", "objective", "predict", "resolve_device", "keep_freed_memory",
+           "check_compile_support"]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Training settings of a group.
+
+    ``epochs`` and Adam's ``lr``; ``batch_size`` (``None``: full batch); ``eval_every``: epochs
+    between validation checks; ``device``; ``val_samples``: embedding draws of the validation NLL
+    of Monte Carlo predictives; ``compile``: pool the M-ProbMix embedding with a
+    :func:`torch.compile` kernel (:class:`~pyro_probmix.experiments.models.CompiledPoolNormal`).
+    """
+
     epochs: int = 1000
     lr: float = 0.005
     batch_size: object = None  # None = full batch
@@ -44,11 +53,21 @@ class TrainConfig:
     compile: bool = False  # pool the M-ProbMix embedding with a torch.compile'd kernel
 
     def as_dict(self):
+        """The settings that are part of a run's key: ``epochs``, ``lr``, ``batch_size`` and
+        ``eval_every``."""
         return {"epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size, "eval_every": self.eval_every}
 
 
 @dataclass
 class TrainResult:
+    """What :func:`train_group` returns.
+
+    ``net``: the network, holding each run's best-validation parameters; ``best_epoch`` and
+    ``best_val_nll`` (standardised scale): one entry per run; ``final_train_loss``: the last
+    training loss per row, averaged over the runs; ``steps``: optimisation steps; ``seconds``:
+    training time of the group.
+    """
+
     net: torch.nn.Module
     best_epoch: list
     best_val_nll: list  # standardised scale
@@ -71,6 +90,26 @@ def keep_freed_memory():
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
     return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+
+
+def check_compile_support(device):
+    """Raise :class:`RuntimeError` with what is missing when ``torch.compile`` cannot build
+    kernels for ``device`` (``TrainConfig.compile``): a C++ compiler on CPU, Triton on CUDA."""
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        from torch._inductor import cpp_builder, exc  # the check inductor itself runs
+
+        try:
+            cpp_builder.get_cpp_compiler()
+        except exc.InvalidCxxCompiler:
+            raise RuntimeError(
+                "--compile on CPU needs a working C++ compiler (g++) on PATH; install one or leave out --compile"
+            ) from None
+    elif dev.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        if not has_triton():
+            raise RuntimeError("--compile on CUDA needs Triton (pip install triton); or leave out --compile")
 
 
 def resolve_device(device):
@@ -136,8 +175,11 @@ def objective(method, task, net, x, y, graph=None, batch=None):
     (inside ``probmix`` for every method but ERM), the handler (``None`` for ERM), whose
     ``pairings["data"]`` holds the pairs and lambdas the step used, and the model's trace.
 
-    :param x, y: ``(R, N, ...)`` and ``(R, N)`` tensors; ``graph``: the method's sampling graph
-        (default :func:`~pyro_probmix.experiments.blocks.make_graph`); ``batch``: minibatch size.
+    :param x: ``(R, N, ...)`` tensor of inputs.
+    :param y: ``(R, N)`` tensor of labels.
+    :param graph: the method's sampling graph (default
+        :func:`~pyro_probmix.experiments.blocks.make_graph`).
+    :param batch: minibatch size (``None``: full batch).
     """
     model = make_model(net, method, task)
     n = x.shape[1]
@@ -194,8 +236,10 @@ def train_group(
     :param method: a resolved :class:`~pyro_probmix.experiments.methods.Method`.
     :param str task: ``"regression"`` or ``"classification"``.
     :param str arch: ``"mlp"``, ``"lstm"`` or ``"transformer"``.
-    :param x_train: ``(R, N, ...)`` array or tensor (standardised); ``y_train`` ``(R, N)``.
-    :param x_val, y_val: ``(R, N_val, ...)`` and ``(R, N_val)``.
+    :param x_train: ``(R, N, ...)`` array or tensor (standardised).
+    :param y_train: ``(R, N)``.
+    :param x_val: ``(R, N_val, ...)``.
+    :param y_val: ``(R, N_val)``.
     :param seeds: one initialisation seed per run.
     :param config: :class:`TrainConfig`.
     :param int rng_seed: seed of the training noise (pairs, lambda, embedding draws, batches).
