@@ -38,6 +38,11 @@ class Pairing:
     Pairs drawn for one execution of the data plate: row ``r`` of the plate is fused with row
     ``partner[r]`` with weight ``lam[r]``. In the subsample path only rows with ``anchor_mask``
     are scored and their scores are multiplied by ``scale``.
+
+    >>> import torch
+    >>> p = Pairing(partner=torch.tensor([1, 0, 0]), lam=torch.tensor([0.2, 0.9, 0.5]))
+    >>> p.partner[0].item(), p.scale, p.anchor_mask is None
+    (1, 1.0, True)
     """
 
     partner: torch.Tensor
@@ -59,6 +64,20 @@ class ProbMixLikelihood(TorchDistribution):
     The likelihood of a fused observed site: ``log_prob(y)`` is the label-fused log-likelihood
     :func:`~pyro_probmix.labels.fused_label_log_prob` of the pooled distribution ``base`` for the
     labels ``(y, partner_value)`` with weights ``lam``. Sampling draws from ``base``.
+
+    With the Dirac kernel (``beta = 0``) and linear label fusion, ``log_prob(y)`` is
+    ``lam log base(y) + (1 - lam) log base(partner_value)``:
+
+    >>> import torch, pyro.distributions as dist
+    >>> from pyro_probmix.labels import DiracKernel
+    >>> base = dist.Normal(torch.zeros(2), 1.0)
+    >>> d = ProbMixLikelihood(base, torch.tensor([1.0, 2.0]), torch.tensor([0.5, 1.0]), DiracKernel(),
+    ...                       "linear", "expected_log", 1)
+    >>> expected = 0.5 * base.log_prob(torch.zeros(2)) + 0.5 * base.log_prob(torch.tensor([1.0, 2.0]))
+    >>> bool(torch.isclose(d.log_prob(torch.zeros(2))[0], expected[0]))
+    True
+    >>> bool(torch.isclose(d.log_prob(torch.zeros(2))[1], base.log_prob(torch.zeros(2))[1]))
+    True
     """
 
     arg_constraints = {}
@@ -89,7 +108,19 @@ class ProbMixLikelihood(TorchDistribution):
 
 class ProbMixMessenger(Messenger):
     """
-    Turns a Pyro model into a ProbMix objective; see :func:`probmix`.
+    Turns a Pyro model into a ProbMix objective; see :func:`probmix` (same arguments), which
+    returns one of these.
+
+    >>> import torch, pyro, pyro.distributions as dist
+    >>> from pyro import poutine
+    >>> def model(y):
+    ...     with pyro.plate("data", 4):
+    ...         pyro.sample("y", dist.Normal(torch.arange(4.0), 1.0), obs=y)
+    >>> handler = ProbMixMessenger(lam=0.5)
+    >>> with handler:
+    ...     trace = poutine.trace(model).get_trace(torch.zeros(4))
+    >>> type(trace.nodes["y"]["fn"]).__name__, handler.pairings["data"].lam.tolist()
+    ('ProbMixLikelihood', [0.5, 0.5, 0.5, 0.5])
     """
 
     def __init__(

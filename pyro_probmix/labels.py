@@ -48,6 +48,21 @@ class LabelKernel:
     "centre") built by :meth:`centre`; :meth:`pool` log-linearly pools two of them, and
     :meth:`expected_log_prob` / :meth:`log_expected_prob` integrate a distribution's
     log-density / density against it.
+
+    A subclass for a kernel that perturbs nothing but scores labels with a fixed offset (the
+    built-in kernels are :class:`GaussianKernel`, :class:`SmoothingKernel` and :class:`DiracKernel`):
+
+    >>> import torch, pyro.distributions as dist
+    >>> class Shifted(LabelKernel):
+    ...     poolable = False
+    ...     def centre(self, d, y):
+    ...         return y + 1.0
+    ...     def expected_log_prob(self, d, s, num_samples):
+    ...         return d.log_prob(s)
+    >>> d = dist.Normal(torch.zeros(2), 1.0)
+    >>> s = Shifted().centre(d, torch.zeros(2))
+    >>> bool(torch.allclose(Shifted().expected_log_prob(d, s, 1), d.log_prob(torch.ones(2))))
+    True
     """
 
     #: whether :meth:`pool` (log-linear label fusion) is defined for this kernel
@@ -216,6 +231,12 @@ class DiracKernel(LabelKernel):
     """
     No label perturbation (``beta = 0``) for any family: :math:`E[\\log \\tilde p] = \\log \\tilde p(y)`.
     Log-linear fusion of two Dirac kernels at different labels is undefined, so it is not poolable.
+
+    >>> import torch, pyro.distributions as dist
+    >>> d, y = dist.Normal(torch.zeros(3), 2.0), torch.tensor([0.0, 1.0, -1.0])
+    >>> k = DiracKernel()
+    >>> bool(torch.equal(k.expected_log_prob(d, k.centre(d, y), 1), d.log_prob(y))), k.poolable
+    (True, False)
     """
 
     poolable = False
