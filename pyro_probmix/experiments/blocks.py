@@ -16,7 +16,13 @@ __all__ = ["BlockFullGraph", "BlockKNNGraph", "make_graph"]
 
 
 class BlockFullGraph(Graph):
-    """:class:`~pyro_probmix.graphs.FullGraph` within each of ``runs`` consecutive blocks of ``rows`` rows."""
+    """:class:`~pyro_probmix.graphs.FullGraph` within each of ``runs`` consecutive blocks of ``rows`` rows.
+
+    >>> graph = BlockFullGraph(runs=2, rows=3)
+    >>> partners = graph.sample(torch.arange(6), num_rows=6)
+    >>> (partners // 3).tolist(), bool((partners != torch.arange(6)).all())  # own block, never itself
+    ([0, 0, 0, 1, 1, 1], True)
+    """
 
     def __init__(self, runs, rows):
         super().__init__()
@@ -36,7 +42,17 @@ class BlockFullGraph(Graph):
 
 class BlockKNNGraph(Graph):
     """:class:`~pyro_probmix.graphs.KNNGraph` (``k`` nearest neighbours in standardised feature
-    space) within each block: ``features`` has shape ``(R, N, ...)``, one block per run."""
+    space) within each block: ``features`` has shape ``(R, N, ...)``, one block per run.
+
+    >>> features = torch.tensor([[0.0, 1.0, 5.0], [0.0, 2.0, 3.0]]).unsqueeze(-1)  # R = 2, N = 3
+    >>> graph = BlockKNNGraph(features, k=1)
+    >>> graph
+    BlockKNNGraph(runs=2, rows=3, k=1)
+    >>> graph.neighbors.flatten().tolist()  # rows of run 1 are 3, 4, 5
+    [1, 0, 1, 4, 5, 4]
+    >>> graph.sample(torch.tensor([2, 3]), num_rows=6).tolist()
+    [1, 4]
+    """
 
     def __init__(self, features, k=5):
         super().__init__()
@@ -58,7 +74,17 @@ class BlockKNNGraph(Graph):
 
 def make_graph(method, x_train):
     """The sampling graph of ``method`` for training inputs ``x_train`` of shape ``(R, N, ...)``:
-    the k-NN graph of the inputs (LocK methods) or the full graph."""
+    the k-NN graph of the inputs (LocK methods) or the full graph.
+
+    >>> from pyro_probmix.experiments.methods import resolve_method
+    >>> x = torch.randn(2, 8, 3, generator=torch.Generator().manual_seed(0))
+    >>> make_graph(resolve_method("ProbMix"), x)
+    BlockFullGraph(runs=2, rows=8)
+    >>> make_graph(resolve_method("LocKProbMix", k=2), x)
+    BlockKNNGraph(runs=2, rows=8, k=2)
+    >>> type(make_graph(resolve_method("LocKProbMix", k=2), x[:1])).__name__  # one run: the library's graph
+    'KNNGraph'
+    """
     runs, rows = x_train.shape[:2]
     if method.spec.local:
         if rows <= method.k:

@@ -87,7 +87,12 @@ def _add_training(p, experiment):
 
 
 def build_parser():
-    """The :class:`argparse.ArgumentParser` of the command line, one subcommand per experiment."""
+    """The :class:`argparse.ArgumentParser` of the command line, one subcommand per experiment.
+
+    >>> args = build_parser().parse_args(["uci", "--datasets", "yacht", "boston", "--epochs", "5"])
+    >>> args.experiment, args.datasets, args.epochs, args.out, args.compile
+    ('uci', ['yacht', 'boston'], 5, 'results', False)
+    """
     parser = argparse.ArgumentParser(
         prog="python -m pyro_probmix.experiments",
         description="Reproduce the experiments of the ProbMix paper (§6, Appendix E).",
@@ -172,7 +177,15 @@ def _train(args):
 def main(argv=None):
     """Run the command line ``argv`` (default: ``sys.argv[1:]``) and return the exit status: 0; 2
     for bad input (one ``error: ...`` line on stderr; argparse itself exits with 2 on bad flags);
-    130 when interrupted."""
+    130 when interrupted.
+
+    >>> main(["uci", "--methods", "nosuch", "--quiet"])  # error: unknown method 'nosuch'; ...
+    2
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     main(["report", "--out", out, "--no-figures", "--quiet"])
+    0
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

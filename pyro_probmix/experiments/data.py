@@ -50,12 +50,27 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout holding pyro_pr
 
 class ExperimentError(Exception):
     """Bad input to an experiment (unknown name, missing file, bad data): the CLI prints the
-    message and exits with status 2, without a traceback."""
+    message and exits with status 2, without a traceback.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as root:
+    ...     try:
+    ...         UCIDataset(root, "yacht")
+    ...     except ExperimentError as e:
+    ...         print(str(e).split(":")[0])
+    unknown UCI dataset 'yacht'
+    """
 
 
 @dataclass
 class SplitData:
-    """One train/validation/test split; arrays are float32 (labels int64 for classification)."""
+    """One train/validation/test split; arrays are float32 (labels int64 for classification).
+
+    >>> x, y = np.zeros((4, 3), np.float32), np.ones(4, np.float32)
+    >>> data = SplitData(x, y, x[:2], y[:2], x[:2], y[:2], y_mean=10.0, y_std=2.0)
+    >>> data.in_shape, data.y_mean + data.y_std * float(data.y_test[0])  # back to the original scale
+    ((3,), 12.0)
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -86,13 +101,25 @@ def _default_root(env, shared_sub, local_sub):
 
 def default_uci_root():
     """``$PROBMIX_DATA``, else ``../shared/data/uci`` next to the checkout when it exists, else
-    ``data/uci`` inside the checkout (the default destination of ``download``)."""
+    ``data/uci`` inside the checkout (the default destination of ``download``).
+
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"PROBMIX_DATA": "/srv/uci"}):
+    ...     print(default_uci_root().as_posix())
+    /srv/uci
+    """
     return _default_root("PROBMIX_DATA", "uci", "uci")
 
 
 def default_stocks_root():
     """``$PROBMIX_STOCKS``, else ``../shared/data/stocks`` next to the checkout when it exists,
-    else ``data/stocks`` inside the checkout."""
+    else ``data/stocks`` inside the checkout.
+
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"PROBMIX_STOCKS": "/srv/stocks"}):
+    ...     print(default_stocks_root().as_posix())
+    /srv/stocks
+    """
     return _default_root("PROBMIX_STOCKS", "stocks", "stocks")
 
 
@@ -131,7 +158,18 @@ def _validation_split(n, split, fraction=0.2):
 # ----------------------------------------------------------------------------- toy data
 def toy_regression(run, n=100, n_test=100, val_fraction=0.2, grid_size=241):
     """§6.1: ``y = x^3 + eps``, ``eps ~ N(0, 9)``, ``n`` points with ``x ~ U(-4, 4)``, test points
-    with ``x ~ U(4, 6)``; 20% of the ``n`` points are the validation part. ``run`` seeds it."""
+    with ``x ~ U(4, 6)``; 20% of the ``n`` points are the validation part. ``run`` seeds it.
+
+    >>> data = toy_regression(0, n=20, n_test=5, grid_size=7)
+    >>> data.x_train.shape, data.x_val.shape, data.x_test.shape, data.extras["x_grid"].shape
+    ((16, 1), (4, 1), (5, 1), (7, 1))
+    >>> bool(((data.extras["x_test_raw"] > 4) & (data.extras["x_test_raw"] < 6)).all())
+    True
+    >>> round(float(data.y_train.std()), 4)  # standardised with the training part's statistics
+    1.0
+    >>> np.array_equal(toy_regression(0, n=20, n_test=5).y_test, data.y_test)  # same run, same data
+    True
+    """
     rng = np.random.default_rng(run)
     x = rng.uniform(-4, 4, n)
     y = x**3 + 3.0 * rng.standard_normal(n)
@@ -161,7 +199,14 @@ def _rings(rng, n, radii=(0.5, 1.5, 2.5), noise_var=0.09):
 
 def toy_rings(run, n=100, n_test=1000, val_fraction=0.2, grid_size=81):
     """§6.1: three noisy rings ``r = 0.5, 1.5, 2.5`` with noise ``N(0, 0.09 I)``, ``n`` points in
-    (near) equal numbers per class; the test points come from the same distribution."""
+    (near) equal numbers per class; the test points come from the same distribution.
+
+    >>> data = toy_rings(0, n=30, n_test=12, grid_size=5)
+    >>> data.x_train.shape, data.x_test.shape, data.extras["x_grid"].shape
+    ((24, 2), (12, 2), (25, 2))
+    >>> np.bincount(data.y_test).tolist(), data.y_test.dtype
+    ([4, 4, 4], dtype('int64'))
+    """
     rng = np.random.default_rng(run)
     x, y = _rings(rng, n)
     x_test, y_test = _rings(rng, n_test)
@@ -200,6 +245,25 @@ class UCIDataset:
     ``data.txt`` (whitespace-separated numbers), ``index_features.txt``, ``index_target.txt``
     (0-based columns), ``index_train_<i>.txt`` / ``index_test_<i>.txt`` (0-based rows) and
     optionally ``n_splits.txt``. Any such folder works, not only the paper's datasets.
+
+    A dataset ``tiny`` of 10 rows, 2 features and a target, with one split:
+
+    >>> import tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> folder = Path(tmp.name, "tiny")
+    >>> folder.mkdir()
+    >>> np.savetxt(folder / "data.txt", np.random.default_rng(0).normal(size=(10, 3)))
+    >>> files = {"index_features": "0 1", "index_target": "2",
+    ...          "index_train_0": "0 1 2 3 4 5 6 7", "index_test_0": "8 9"}
+    >>> for name, text in files.items():
+    ...     _ = (folder / f"{name}.txt").write_text(text)
+    >>> ds = UCIDataset(tmp.name, "tiny")
+    >>> ds.num_splits, ds.features.tolist(), ds.target
+    (1, [0, 1], 2)
+    >>> split = ds.split(0)  # 20% of the 8 training rows validate
+    >>> split.x_train.shape, split.x_val.shape, split.x_test.shape
+    ((6, 2), (2, 2), (2, 2))
+    >>> tmp.cleanup()
     """
 
     def __init__(self, root, name):
@@ -296,7 +360,19 @@ STOCK_START, STOCK_END = _dt.date(2019, 1, 1), _dt.date(2021, 1, 1)
 
 def load_stock(path, start=STOCK_START, end=STOCK_END):
     """Dates and the ``(T, 4)`` Open, High, Low, Close prices of a Yahoo-Finance CSV with
-    ``start <= date < end``."""
+    ``start <= date < end``.
+
+    >>> import tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = Path(tmp.name, "TOY.csv")
+    >>> rows = [("2019-01-03", 2, 3, 1, 2.5), ("2019-01-02", 1, 2, 0.5, 1.5), ("2018-12-31", 9, 9, 9, 9)]
+    >>> with open(path, "w", newline="") as fh:
+    ...     csv.writer(fh).writerows([("Date", "Open", "High", "Low", "Close")] + rows)
+    >>> dates, ohlc = load_stock(path)  # sorted by date, 2018 left out
+    >>> [d.isoformat() for d in dates], ohlc.shape, ohlc[0].tolist()
+    (['2019-01-02', '2019-01-03'], (2, 4), [1.0, 2.0, 0.5, 1.5])
+    >>> tmp.cleanup()
+    """
     path = Path(path)
     if not path.is_file():
         raise ExperimentError(
@@ -340,6 +416,22 @@ def stock_split(path, window=42, horizon=21, fractions=(0.6, 0.2, 0.2)):
     forecast is issued: no label from the future of an evaluated forecast is trained on.
     Prices are standardised by the mean and std of all prices (OHLC) in the training windows, the
     same scalars for inputs and target; NLL and RMSE are reported on the price scale.
+
+    Forty days whose Close is ``10, 11, 12, ...``, windows of 5 days, targets 2 days ahead:
+
+    >>> import datetime, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = Path(tmp.name, "TOY.csv")
+    >>> days = [datetime.date(2019, 1, 1) + datetime.timedelta(i) for i in range(40)]
+    >>> rows = [(day, c, c + 1, c - 1, c) for c, day in enumerate(days, start=10)]
+    >>> with open(path, "w", newline="") as fh:
+    ...     csv.writer(fh).writerows([("Date", "Open", "High", "Low", "Close")] + rows)
+    >>> data = stock_split(path, window=5, horizon=2)
+    >>> data.x_train.shape, data.x_val.shape, data.x_test.shape
+    ((18, 5, 4), (6, 5, 4), (6, 5, 4))
+    >>> round(float(data.y_train[0]) * data.y_std + data.y_mean, 3)  # Close of day 5 - 1 + 2
+    16.0
+    >>> tmp.cleanup()
     """
     dates, ohlc = load_stock(path)
     n = len(ohlc) - window - horizon + 1

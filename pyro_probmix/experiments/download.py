@@ -50,12 +50,24 @@ SHA256 = {
 
 
 def uci_url(base, name, filename):
-    """The URL of file ``filename`` of UCI dataset ``name`` under ``base``."""
+    """The URL of file ``filename`` of UCI dataset ``name`` under ``base``.
+
+    >>> url = uci_url(DEFAULT_BASE_URL, "yacht", "data.txt")
+    >>> url.startswith("https://raw.githubusercontent.com/yaringal/"), UCI_COMMIT in url
+    (True, True)
+    >>> uci_url("https://mirror.example/", "yacht", "data.txt").split("/")[2:4] + url.split("/")[-4:]
+    ['mirror.example', 'yaringal', 'UCI_Datasets', 'yacht', 'data', 'data.txt']
+    """
     return f"{base.rstrip('/')}/{UCI_REPO}/{UCI_COMMIT}/UCI_Datasets/{name}/data/{filename}"
 
 
 def stock_url(base, ticker):
-    """The URL of the CSV of ``ticker`` under ``base``."""
+    """The URL of the CSV of ``ticker`` under ``base``.
+
+    >>> url = stock_url("https://mirror.example/", "GME")
+    >>> url.split("/")[2:4], STOCK_COMMIT in url, url.split("/")[-2:]
+    (['mirror.example', 'dieperdev'], True, ['data', 'GME.csv'])
+    """
     return f"{base.rstrip('/')}/{STOCK_REPO}/{STOCK_COMMIT}/data/{ticker}.csv"
 
 
@@ -82,7 +94,23 @@ def download(dest=None, datasets=None, tickers=None, base_url=DEFAULT_BASE_URL, 
              timeout=60.0, log=None):
     """Fetch the UCI ``datasets`` and stock ``tickers`` into ``dest`` (default ``data/`` in the
     checkout); returns the list of files written. ``verify`` defaults to checking sha256 sums only
-    for the default source."""
+    for the default source.
+
+    From a local mirror (any ``base_url`` with the same layout, here a ``file://`` folder):
+
+    >>> import tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> mirror = Path(tmp.name, "mirror")
+    >>> source = Path(stock_url(str(mirror), "TOY"))
+    >>> source.parent.mkdir(parents=True)
+    >>> _ = source.write_text("Date,Open,High,Low,Close")
+    >>> files = download(Path(tmp.name, "data"), datasets=[], tickers=["toy"], base_url=mirror.as_uri())
+    >>> [f.relative_to(tmp.name).as_posix() for f in files]
+    ['data/stocks/TOY.csv']
+    >>> download(Path(tmp.name, "data"), datasets=[], tickers=["toy"], base_url=mirror.as_uri())  # kept
+    []
+    >>> tmp.cleanup()
+    """
     dest = Path(dest) if dest is not None else _REPO_ROOT / "data"
     datasets = list(PAPER_UCI_DATASETS + EXTRA_UCI_DATASETS) if datasets is None else list(datasets)
     tickers = list(STOCK_TICKERS) if tickers is None else [t.upper() for t in tickers]

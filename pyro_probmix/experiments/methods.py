@@ -54,7 +54,14 @@ __all__ = [
 
 
 class UnknownMethodError(ValueError):
-    """An unknown method name; the message lists the valid ones."""
+    """An unknown method name; the message lists the valid ones.
+
+    >>> try:
+    ...     canonical_name("SuperMix")
+    ... except UnknownMethodError as e:
+    ...     print(isinstance(e, ValueError), str(e).split(";")[0])
+    True unknown method 'SuperMix'
+    """
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,12 @@ class MethodSpec:
     ``"likelihood"`` (ProbMix). embedding: ``"none"``, ``"mean"`` (homoscedastic, mean propagated:
     mixup) or ``"gaussian"`` (learned scale, sampled: M-ProbMix). ``separate_variance``: the
     scale comes from its own network and the first layer is halved (the star variants).
+
+    >>> spec = METHODS["LocKM-Mix"]
+    >>> spec.mixing, spec.embedding, spec.local, spec.uses_handler
+    ('hidden', 'mean', True, True)
+    >>> MethodSpec("ERM", "none").uses_handler
+    False
     """
 
     name: str
@@ -131,7 +144,12 @@ def canonical_name(name):
 
 
 def get_spec(name):
-    """The :class:`MethodSpec` of method ``name`` (any spelling :func:`canonical_name` accepts)."""
+    """The :class:`MethodSpec` of method ``name`` (any spelling :func:`canonical_name` accepts).
+
+    >>> spec = get_spec("lockm-probmix*")
+    >>> spec.name, spec.embedding, spec.separate_variance
+    ('LocKM-ProbMix-star', 'gaussian', True)
+    """
     return METHODS[canonical_name(name)]
 
 
@@ -147,6 +165,13 @@ class Method:
     the embedding is used at prediction: ``"mean"`` (z = h(x)) or ``"mc"`` (Monte Carlo mixture
     over ``mc_samples`` draws of z); ``None`` means ``"mc"`` for the star variants and ``"mean"``
     otherwise.
+
+    >>> mix = Method(get_spec("Mix"), alpha=0.5)
+    >>> mix.handler_kwargs("regression")
+    {'alpha': 0.5, 'beta': 0.0, 'label_fusion': 'log_linear'}
+    >>> star = resolve_method("M-ProbMix-star", mc_samples=8)
+    >>> star.prediction_mode(), star.describe()
+    ('mc', 'M-ProbMix-star(alpha=0.1, beta=0.0, predict=mc, mc_samples=8)')
     """
 
     spec: MethodSpec

@@ -48,7 +48,15 @@ class HomoscedasticNormal(dist.Normal):
     scale is the special case of the Gaussian rule (Appendix C.1) with equal precisions,
     ``Normal(lam loc_p + (1 - lam) loc_q, scale)``, registered with the library's public
     :func:`~pyro_probmix.pooling.register_pool`: the same result as the general rule at a quarter of
-    its cost (no logarithms and exponentials of the whole layer)."""
+    its cost (no logarithms and exponentials of the whole layer).
+
+    >>> from pyro_probmix.pooling import log_linear_pool
+    >>> p = HomoscedasticNormal(torch.tensor([0.0, 2.0]), 1.0)
+    >>> q = HomoscedasticNormal(torch.tensor([4.0, 2.0]), 1.0)
+    >>> pooled = log_linear_pool(p, q, 0.25)
+    >>> type(pooled).__name__, pooled.loc.tolist(), pooled.scale.tolist()
+    ('HomoscedasticNormal', [3.0, 2.0], [1.0, 1.0])
+    """
 
 
 @register_pool(HomoscedasticNormal, HomoscedasticNormal)
@@ -62,7 +70,16 @@ class CompiledPoolNormal(dist.Normal):
     :func:`~pyro_probmix.pooling.normal_pool_params` compiled by :func:`torch.compile` into one
     fused kernel for the forward and one for the backward pass. The M-ProbMix embedding uses it
     with ``--compile``: the eager rule makes ~10 passes over a ``rows x width`` layer, each
-    memory bound on CPU (measured: 4x faster, see ``docs/experiments.md``)."""
+    memory bound on CPU (measured: 4x faster, see ``docs/experiments.md``).
+
+    Nothing is compiled until two of them are pooled:
+
+    >>> d = CompiledPoolNormal(torch.zeros(3), torch.ones(3))
+    >>> isinstance(d, pyro.distributions.Normal), d.batch_shape
+    (True, torch.Size([3]))
+    >>> Net("mlp", [0], (2,), 2, hidden=(8, 4), compile_pool=True).embedding_normal is CompiledPoolNormal
+    True
+    """
 
 
 @functools.lru_cache(maxsize=None)
@@ -83,7 +100,15 @@ def _generators(seeds):
 
 class RunLinear(nn.Module):
     """``R`` independent affine maps ``x[r] @ W[r] + b[r]``, initialised like :class:`torch.nn.Linear`
-    (uniform in ``±1/sqrt(d_in)``) from each run's generator."""
+    (uniform in ``±1/sqrt(d_in)``) from each run's generator.
+
+    >>> layer = RunLinear([torch.Generator().manual_seed(s) for s in (0, 1)], 3, 4)
+    >>> layer.weight.shape, layer(torch.ones(2, 5, 3)).shape
+    (torch.Size([2, 3, 4]), torch.Size([2, 5, 4]))
+    >>> alone = RunLinear([torch.Generator().manual_seed(1)], 3, 4)  # run 1 on its own
+    >>> torch.equal(alone.weight[0], layer.weight[1])
+    True
+    """
 
     def __init__(self, gens, d_in, d_out):
         super().__init__()
@@ -172,6 +197,15 @@ class Net(nn.Module):
     :param int d_z: width of the mixing layer of the stock models (the compression of the encoder
         features).
     :param bool compile_pool: pool the Gaussian embedding with :class:`CompiledPoolNormal`.
+
+    >>> net = Net("mlp", seeds=[0, 1], in_shape=(3,), out_dim=2, hidden=(8, 4))
+    >>> x = torch.ones(2, 5, 3)  # (R, N, d)
+    >>> h = net.embed(net.encode(x))
+    >>> h.shape, net.decode(h).shape
+    (torch.Size([2, 5, 8]), torch.Size([2, 5, 2]))
+    >>> star = Net("mlp", [0], (3,), 2, hidden=(8, 4), scale_head="separate", halve=True)
+    >>> star.width, bool((star.embed_scale(x[:1], x[:1]) >= MIN_SCALE).all())
+    (4, True)
     """
 
     def __init__(
@@ -250,7 +284,16 @@ class Net(nn.Module):
 
 def make_net(method, arch, seeds, in_shape, out_dim, hidden=(128, 32), compile_pool=False):
     """The network of ``method``: a scale head for M-ProbMix, a separate scale network and a
-    halved mixing layer for the star variants; ``compile_pool`` as in :class:`Net`."""
+    halved mixing layer for the star variants; ``compile_pool`` as in :class:`Net`.
+
+    >>> from pyro_probmix.experiments.methods import resolve_method
+    >>> net = make_net(resolve_method("M-ProbMix"), "mlp", [0, 1], (3,), 2, hidden=(8, 4))
+    >>> net.runs, net.scale_head, net.width
+    (2, 'shared', 8)
+    >>> star = make_net(resolve_method("M-ProbMix-star"), "mlp", [0], (3,), 2, hidden=(8, 4))
+    >>> star.scale_head, star.width
+    ('separate', 4)
+    """
     spec = method.spec
     scale_head = None
     if spec.embedding == "gaussian":
@@ -262,7 +305,14 @@ def make_net(method, arch, seeds, in_shape, out_dim, hidden=(128, 32), compile_p
 
 
 def likelihood(task, out):
-    """The observation distribution of network outputs ``out`` of shape ``(rows, out_dim)``."""
+    """The observation distribution of network outputs ``out`` of shape ``(rows, out_dim)``.
+
+    >>> d = likelihood("regression", torch.zeros(4, 2))  # scale softplus(0) + MIN_SCALE
+    >>> type(d).__name__, d.loc.shape, round(float(d.scale[0]), 4)
+    ('Normal', torch.Size([4]), 0.6941)
+    >>> likelihood("classification", torch.zeros(4, 3)).probs[0]
+    tensor([0.3333, 0.3333, 0.3333])
+    """
     if task == "regression":
         return dist.Normal(out[..., 0], F.softplus(out[..., 1]) + MIN_SCALE)
     return dist.Categorical(logits=out)
@@ -280,6 +330,16 @@ def forward(net, method, x, *, sites=True, embed="mean", generator=None):
     variants), which :func:`~pyro_probmix.probmix` fuses; the model must have opened the data plate
     over the ``R * N`` flattened rows. With ``sites=False`` (prediction) the embedding is its mean
     (``embed="mean"``) or one draw (``embed="sample"``).
+
+    >>> from pyro_probmix.experiments.methods import resolve_method
+    >>> method = resolve_method("M-ProbMix")
+    >>> net = make_net(method, "mlp", [0, 1], (3,), 2, hidden=(8, 4))
+    >>> x = torch.ones(2, 5, 3)
+    >>> forward(net, method, x, sites=False).shape
+    torch.Size([2, 5, 2])
+    >>> trace = pyro.poutine.trace(forward).get_trace(net, method, x)  # the embedding site
+    >>> trace.nodes["z"]["value"].shape
+    torch.Size([10, 8])
     """
     spec = method.spec
     R, N = x.shape[:2]
@@ -309,6 +369,14 @@ def make_model(net, method, task):
     subsample of the rows of one run), the method's embedding site, and the observed site ``"y"``.
 
     ``model(x, y, subsample_size=None)`` with ``x`` of shape ``(R, N, ...)`` and ``y`` ``(R, N)``.
+
+    >>> from pyro_probmix.experiments.methods import resolve_method
+    >>> pyro.clear_param_store()
+    >>> method = resolve_method("ERM")
+    >>> model = make_model(make_net(method, "mlp", [0, 1], (3,), 2, hidden=(8, 4)), method, "regression")
+    >>> trace = pyro.poutine.trace(model).get_trace(torch.ones(2, 5, 3), torch.zeros(2, 5))
+    >>> trace.nodes["y"]["value"].shape, trace.nodes["data"]["value"].shape
+    (torch.Size([10]), torch.Size([10]))
     """
 
     def model(x, y=None, subsample_size=None):

@@ -95,6 +95,18 @@ def plot_regression_bands(
     Returns
     -------
     Path
+
+    Examples
+    --------
+    >>> import tempfile, matplotlib.image
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> grid = np.linspace(-1, 1, 9)
+    >>> results = {"ERM": (grid, 0.1 + 0 * grid), "ProbMix": (grid, 0.2 + 0 * grid)}
+    >>> path = plot_regression_bands([-0.5, 0.5], [-0.4, 0.6], grid, results, Path(tmp.name, "bands.png"),
+    ...                              x_test=[1.0], y_test=[1.2], truth=lambda x: x)
+    >>> path.name, matplotlib.image.imread(path).shape  # two panels of 3.4 x 2.9 in at 120 dpi
+    ('bands.png', (348, 816, 4))
+    >>> tmp.cleanup()
     """
     _check_methods("results", results)
     if (x_test is None) != (y_test is None):
@@ -154,6 +166,16 @@ def plot_pit_histograms(pits, path, bins=10):
     Returns
     -------
     Path
+
+    Examples
+    --------
+    >>> import tempfile, matplotlib.image
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> pits = {"ERM": np.linspace(0, 1, 50), "ProbMix": np.linspace(0, 1, 50) ** 2}
+    >>> path = plot_pit_histograms(pits, Path(tmp.name, "figures", "pit.png"), bins=5)
+    >>> path.is_file(), matplotlib.image.imread(path).shape  # missing folders are created
+    (True, (348, 816, 4))
+    >>> tmp.cleanup()
     """
     _check_methods("pits", pits)
     fig, axes = _panels(len(pits), sharex=True, sharey=True)
@@ -186,6 +208,18 @@ def plot_reliability(reliability, path):
     Returns
     -------
     Path
+
+    Examples
+    --------
+    >>> import tempfile, matplotlib.image
+    >>> from pyro_probmix.metrics import reliability_bins
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> probs = torch.tensor([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4], [0.2, 0.8]])
+    >>> bins = reliability_bins(probs, torch.tensor([0, 1, 1, 1]), bins=5)
+    >>> path = plot_reliability({"ERM": bins}, Path(tmp.name, "reliability.png"))
+    >>> matplotlib.image.imread(path).shape  # one panel
+    (348, 408, 4)
+    >>> tmp.cleanup()
     """
     _check_methods("reliability", reliability)
     fig, axes = _panels(len(reliability), sharex=True, sharey=True)
@@ -226,6 +260,16 @@ def plot_coverage(coverages, path):
     Returns
     -------
     Path
+
+    Examples
+    --------
+    >>> import tempfile, matplotlib.image
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> coverages = {"ERM": {0.5: 0.31, 0.9: 0.72}, "ProbMix": {0.5: 0.48, 0.9: 0.88}}
+    >>> path = plot_coverage(coverages, Path(tmp.name, "coverage.png"))
+    >>> path.name, matplotlib.image.imread(path).shape  # one 5 x 5 in axes at 120 dpi
+    ('coverage.png', (600, 600, 4))
+    >>> tmp.cleanup()
     """
     _check_methods("coverages", coverages)
     fig = _figure((5.0, 5.0))
@@ -265,6 +309,18 @@ def plot_decision_boundaries(x, y, grid_xx, grid_yy, probs, path):
     Returns
     -------
     Path
+
+    Examples
+    --------
+    >>> import tempfile, matplotlib.image
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> xx, yy = np.meshgrid(np.linspace(-1, 1, 5), np.linspace(-1, 1, 5))
+    >>> probs = np.stack([xx > 0, xx <= 0], -1).astype(float)  # class 0 right of x = 0
+    >>> x, y = np.array([[-0.5, 0.0], [0.5, 0.0]]), np.array([1, 0])
+    >>> path = plot_decision_boundaries(x, y, xx, yy, {"ERM": probs, "Mix": probs}, Path(tmp.name, "b.png"))
+    >>> matplotlib.image.imread(path).shape  # two panels
+    (348, 816, 4)
+    >>> tmp.cleanup()
     """
     _check_methods("probs", probs)
     x, y = _numpy(x), _numpy(y).astype(int)
@@ -313,6 +369,16 @@ def plot_boxplots(values, path, ylabel, title):
     Returns
     -------
     Path
+
+    Examples
+    --------
+    >>> import tempfile, matplotlib.image
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> values = {"ERM": [1.0, 1.2, float("nan")], "ProbMix": [0.8, 0.9, 0.85]}  # the NaN is left out
+    >>> path = plot_boxplots(values, Path(tmp.name, "nll.png"), "NLL", "test NLL")
+    >>> path.suffix, matplotlib.image.imread(path).shape
+    ('.png', (480, 480, 4))
+    >>> tmp.cleanup()
     """
     _check_methods("values", values)
     fig = _figure((max(4.0, 0.9 * len(values) + 1.5), 4.0))

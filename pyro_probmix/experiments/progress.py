@@ -7,7 +7,16 @@ __all__ = ["Progress"]
 
 
 class Progress:
-    """``Progress(total, desc, quiet)``; ``update(n)`` adds ``n`` (possibly fractional) runs."""
+    """``Progress(total, desc, quiet)``; ``update(n)`` adds ``n`` (possibly fractional) runs.
+
+    >>> import io
+    >>> stream = io.StringIO()
+    >>> with Progress(4, "runs", stream=stream) as bar:
+    ...     bar.update(1.5)
+    ...     bar.update(10)  # clipped to the total
+    >>> bar.done, "4.0/4" in stream.getvalue()
+    (4.0, True)
+    """
 
     def __init__(self, total, desc="runs", quiet=False, stream=None):
         self.total, self.desc, self.quiet = total, desc, quiet

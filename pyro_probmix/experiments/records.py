@@ -30,7 +30,17 @@ def _canonical(value):
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything that identifies one run."""
+    """Everything that identifies one run.
+
+    >>> spec = RunSpec.make("uci", "yacht", "ProbMix", split=3, hparams={"beta": 0.0, "alpha": 0.5})
+    >>> spec.hparams, spec.describe()
+    ((('alpha', 0.5), ('beta', 0.0)), 'uci/mlp/yacht/ProbMix[alpha=0.5,beta=0.0] split 3 seed 0')
+    >>> spec.relpath().parent.as_posix(), len(spec.digest())
+    ('records/uci/mlp/yacht/ProbMix', 16)
+    >>> other = RunSpec.make("uci", "yacht", "ProbMix", split=4, hparams=dict(spec.hparams))
+    >>> other.group_key() == spec.group_key(), other.digest() == spec.digest()  # same group, another run
+    (True, False)
+    """
 
     experiment: str
     dataset: str
@@ -84,7 +94,12 @@ class RunSpec:
 
 
 def library_versions():
-    """The versions of Python, torch, Pyro, numpy and pyro_probmix (stored in every record)."""
+    """The versions of Python, torch, Pyro, numpy and pyro_probmix (stored in every record).
+
+    >>> versions = library_versions()
+    >>> sorted(versions), versions["numpy"] == np.__version__
+    (['numpy', 'pyro', 'pyro_probmix', 'python', 'torch'], True)
+    """
     import pyro
     import torch
 
@@ -101,7 +116,15 @@ def library_versions():
 
 def atomic_write_bytes(path, data):
     """Write ``data`` to ``path`` atomically (temporary file, then :func:`os.replace`), creating
-    missing parent folders."""
+    missing parent folders.
+
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = Path(tmp.name, "a", "b", "note.txt")
+    >>> atomic_write_bytes(path, b"hello")
+    >>> path.read_bytes(), [p.name for p in path.parent.iterdir()]  # no temporary file left
+    (b'hello', ['note.txt'])
+    >>> tmp.cleanup()
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -120,7 +143,20 @@ def atomic_write_bytes(path, data):
 
 
 class RecordStore:
-    """The records under ``out``."""
+    """The records under ``out``.
+
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> store = RecordStore(tmp.name)
+    >>> spec = RunSpec.make("uci", "yacht", "ERM", split=0)
+    >>> store.exists(spec)
+    False
+    >>> path = store.write(spec, {"metrics": {"test": {"nll": 1.5}}}, {"pred": np.arange(3)})
+    >>> store.exists(spec), store.read(spec)["metrics"], store.read(spec)["key"]["dataset"]
+    (True, {'test': {'nll': 1.5}}, 'yacht')
+    >>> store.arrays(path)["pred"].tolist(), len(store.all("uci"))
+    ([0, 1, 2], 1)
+    >>> tmp.cleanup()
+    """
 
     def __init__(self, out):
         self.out = Path(out)

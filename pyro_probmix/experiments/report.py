@@ -80,7 +80,21 @@ def _choose_by_rule(recs):
 
 
 def final_records(out, records):
-    """``{(experiment, arch, dataset): {method: [records of the chosen configuration]}}``."""
+    """``{(experiment, arch, dataset): {method: [records of the chosen configuration]}}``.
+
+    Without a selection file, the configuration of lowest mean validation NLL is kept:
+
+    >>> import tempfile
+    >>> from pyro_probmix.experiments.records import RunSpec
+    >>> def record(alpha, split, val_nll):
+    ...     key = RunSpec.make("uci", "yacht", "ProbMix", split, hparams={"alpha": alpha}).key()
+    ...     return {"key": key, "metrics": {"val": {"nll": val_nll}}}
+    >>> records = [record(0.1, 0, 2.0), record(0.1, 1, 2.2), record(1.0, 0, 1.0), record(1.0, 1, 1.4)]
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     finals = final_records(out, records)
+    >>> list(finals), [r["key"]["hparams"] for r in finals[("uci", "mlp", "yacht")]["ProbMix"]]
+    ([('uci', 'mlp', 'yacht')], [{'alpha': 1.0}, {'alpha': 1.0}])
+    """
     grouped = defaultdict(lambda: defaultdict(list))
     for rec in records:
         k = rec["key"]
@@ -112,7 +126,14 @@ def final_records(out, records):
 
 
 def aggregate(recs, metric):
-    """``(mean, std, n)`` of a test metric over runs (non-finite values count as inf)."""
+    """``(mean, std, n)`` of a test metric over runs (non-finite values count as inf).
+
+    >>> records = [{"metrics": {"test": {"nll": v}}} for v in (1.0, 2.0, 3.0)]
+    >>> aggregate(records, "nll")
+    (2.0, 1.0, 3)
+    >>> aggregate(records, "rmse") is None
+    True
+    """
     values = []
     for r in recs:
         v = r["metrics"]["test"].get(metric)
@@ -138,7 +159,15 @@ def _num(x, fixed):
 
 def format_cell(stat, bold=False):
     """``mean ± std``, both with 2 decimals, or both in scientific notation when the mean is below
-    0.01 or above 1e5 in magnitude."""
+    0.01 or above 1e5 in magnitude.
+
+    >>> format_cell((1.234, 0.5, 3))
+    '1.23 ± 0.50'
+    >>> format_cell((0.00123, 0.0004, 3), bold=True)
+    '**1.23e-03 ± 4.00e-04**'
+    >>> format_cell(None)
+    '–'
+    """
     if stat is None:
         return "–"
     mean, std = stat[0], stat[1]
@@ -159,7 +188,14 @@ def _best(stats, better):
 
 
 def markdown_table(rows, methods, better, first_col="Dataset", marks=None):
-    """``rows``: ``{row name: {method: (mean, std, n) or None}}``; best per row in bold."""
+    """``rows``: ``{row name: {method: (mean, std, n) or None}}``; best per row in bold.
+
+    >>> rows = {"yacht": {"ERM": (1.0, 0.1, 3), "ProbMix": (0.5, 0.2, 3)}}
+    >>> print(markdown_table(rows, ["ERM", "ProbMix"], "min"))
+    | Dataset | ERM | ProbMix |
+    |---|---|---|
+    | yacht | 1.00 ± 0.10 | **0.50 ± 0.20** |
+    """
     marks = marks or {}
     lines = [f"| {first_col} | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
     for row, stats in rows.items():
@@ -304,7 +340,22 @@ def _ablation(records, experiment, dataset, figdir, notes):
 
 # ----------------------------------------------------------------------------- report
 def write_report(out, experiments=None, figures=True):
-    """Write the report of the records under ``out``; returns the path of ``report.md``."""
+    """Write the report of the records under ``out``; returns the path of ``report.md``.
+
+    >>> import tempfile
+    >>> from pyro_probmix.experiments.records import RunSpec
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> for split, nll in enumerate([1.0, 2.0]):
+    ...     test = {"nll": nll, "rmse": 0.5, "crps": 0.3}
+    ...     _ = RecordStore(tmp.name).write(RunSpec.make("uci", "yacht", "ERM", split),
+    ...                                     {"metrics": {"test": test, "val": {"nll": nll}}})
+    >>> path = write_report(tmp.name, figures=False)
+    >>> path.name, sorted(p.name for p in path.parent.glob("*.csv"))
+    ('report.md', ['summary.csv', 'uci_crps.csv', 'uci_nll.csv', 'uci_rmse.csv'])
+    >>> "| yacht | **1.50 ± 0.71** |" in path.read_text()  # mean ± std over the two splits
+    True
+    >>> tmp.cleanup()
+    """
     out = Path(out)
     store = RecordStore(out)
     records = store.all()

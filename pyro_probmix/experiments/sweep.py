@@ -49,6 +49,20 @@ class SweepOptions:
     ``None`` means the suite's default (methods, datasets, units, architectures, epochs, learning
     rate). The constructor checks everything, the data of every requested unit included, before
     any training: bad input raises :class:`~pyro_probmix.experiments.data.ExperimentError`.
+
+    >>> opts = SweepOptions("toy-regression", methods=["erm", "probmix"], splits=[0, 1], epochs=2,
+    ...                     alphas=[0.1, 1.0], betas=[0.0])
+    >>> opts.methods, opts.units, opts.rows
+    (['ERM', 'ProbMix'], {'cubic': [0, 1]}, {'cubic': 80})
+    >>> opts.grid()
+    [{'alpha': 0.1, 'beta': 0.0}, {'alpha': 1.0, 'beta': 0.0}]
+    >>> opts.train_config().as_dict()
+    {'epochs': 2, 'lr': 0.01, 'batch_size': None, 'eval_every': 1}
+    >>> try:
+    ...     SweepOptions("toy-regression", methods=["SuperMix"])
+    ... except ExperimentError as e:
+    ...     print(str(e).split(";")[0])
+    unknown method 'SuperMix'
     """
 
     def __init__(
@@ -180,7 +194,22 @@ def _scores(task, pred, r, data, y):
 def run_group(experiment, specs, out, device="cpu", data_root=None, progress=None, hidden=None, compile=False):
     """Train the runs ``specs`` (equal group keys) together and write one record per run;
     ``compile`` as in :class:`~pyro_probmix.experiments.train.TrainConfig` (a speed option: not
-    part of a run's key). Returns the paths of the records."""
+    part of a run's key). Returns the paths of the records.
+
+    Units 0 and 1 of the toy regression, trained together for one epoch:
+
+    >>> import tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> train = {"epochs": 1, "lr": 0.01, "batch_size": None, "eval_every": 1}
+    >>> specs = [RunSpec.make("toy-regression", "cubic", "ERM", unit, unit, train=train) for unit in (0, 1)]
+    >>> paths = run_group("toy-regression", specs, tmp.name, hidden=(8, 4))
+    >>> [Path(p).name.split("-")[0] for p in paths]
+    ['split0', 'split1']
+    >>> record = RecordStore(tmp.name).read(specs[1])
+    >>> record["group"]["size"], sorted(record["metrics"]["test"])
+    (2, ['coverage', 'crps', 'mean_scale', 'mse', 'nll', 'pit_hist', 'rmse'])
+    >>> tmp.cleanup()
+    """
     suite = get_suite(experiment)
     first = specs[0]
     method = resolve_method(first.method, **dict(first.hparams))
@@ -342,7 +371,20 @@ def _val_nll(store, spec):
 
 
 def select_hparams(opts, dataset, arch, method_name):
-    """``(chosen hparams, {config: mean val NLL})`` for one method (ERM: no hyper-parameters)."""
+    """``(chosen hparams, {config: mean val NLL})`` for one method (ERM: no hyper-parameters).
+
+    >>> import tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> opts = SweepOptions("toy-regression", methods=["ProbMix"], splits=[0], epochs=1, alphas=[0.1, 1.0],
+    ...                     betas=[0.0], select_splits=1, out=tmp.name, quiet=True)
+    >>> _ = run_sweep(opts)  # trains both configurations on unit 0
+    >>> hparams, scores = select_hparams(opts, "cubic", "mlp", "ProbMix")
+    >>> list(scores)
+    ['{"alpha": 0.1, "beta": 0.0}', '{"alpha": 1.0, "beta": 0.0}']
+    >>> json.dumps(hparams, sort_keys=True) == min(scores, key=scores.get)
+    True
+    >>> tmp.cleanup()
+    """
     store = RecordStore(opts.out)
     units = opts.selection_units(dataset)
     scores = OrderedDict()
@@ -363,14 +405,38 @@ def selection_path(out, experiment, arch, dataset):
 
 def load_selection(out, experiment, arch, dataset):
     """The selection file of a dataset written by :func:`run_sweep` (``{method: {"hparams": ...,
-    "val_nll": ..., ...}}``), or ``{}`` when there is none."""
+    "val_nll": ..., ...}}``), or ``{}`` when there is none.
+
+    >>> import tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> load_selection(tmp.name, "uci", "mlp", "yacht")
+    {}
+    >>> path = selection_path(tmp.name, "uci", "mlp", "yacht")
+    >>> atomic_write_bytes(path, json.dumps({"ProbMix": {"hparams": {"alpha": 0.5, "beta": 0.0}}}).encode())
+    >>> load_selection(tmp.name, "uci", "mlp", "yacht")["ProbMix"]["hparams"]
+    {'alpha': 0.5, 'beta': 0.0}
+    >>> tmp.cleanup()
+    """
     path = selection_path(out, experiment, arch, dataset)
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
 # ----------------------------------------------------------------------------- sweep
 def run_sweep(opts):
-    """Run the protocol (module docstring); returns ``{(dataset, arch): {method: hparams}}``."""
+    """Run the protocol (module docstring); returns ``{(dataset, arch): {method: hparams}}``.
+
+    >>> import tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> opts = SweepOptions("toy-regression", methods=["ERM", "ProbMix"], splits=[0], epochs=1,
+    ...                     alphas=[0.1], betas=[0.0], out=tmp.name, quiet=True)
+    >>> run_sweep(opts)  # a one-point grid: nothing to select
+    {('cubic', 'mlp'): {'ERM': {}, 'ProbMix': {'alpha': 0.1, 'beta': 0.0}}}
+    >>> len(RecordStore(tmp.name).all("toy-regression"))  # one record per final run
+    2
+    >>> sorted(load_selection(tmp.name, "toy-regression", "mlp", "cubic"))
+    ['ERM', 'ProbMix']
+    >>> tmp.cleanup()
+    """
     grid = opts.grid()
     select_specs, chosen = [], {}
     for dataset, arch in product(opts.datasets, opts.archs):

@@ -42,6 +42,10 @@ class TrainConfig:
     between validation checks; ``device``; ``val_samples``: embedding draws of the validation NLL
     of Monte Carlo predictives; ``compile``: pool the M-ProbMix embedding with a
     :func:`torch.compile` kernel (:class:`~pyro_probmix.experiments.models.CompiledPoolNormal`).
+
+    >>> config = TrainConfig(epochs=2, batch_size=32)
+    >>> config.as_dict()
+    {'epochs': 2, 'lr': 0.005, 'batch_size': 32, 'eval_every': 1}
     """
 
     epochs: int = 1000
@@ -66,6 +70,13 @@ class TrainResult:
     ``best_val_nll`` (standardised scale): one entry per run; ``final_train_loss``: the last
     training loss per row, averaged over the runs; ``steps``: optimisation steps; ``seconds``:
     training time of the group.
+
+    >>> from pyro_probmix.experiments.methods import resolve_method
+    >>> x, y = torch.randn(1, 6, 2, generator=torch.Generator().manual_seed(0)), torch.zeros(1, 6)
+    >>> result = train_group(resolve_method("ERM"), "regression", "mlp", x, y, x, y, seeds=[0],
+    ...                      config=TrainConfig(epochs=2), hidden=(8, 4))
+    >>> type(result.net).__name__, result.steps, len(result.best_val_nll), math.isfinite(result.final_train_loss)
+    ('Net', 2, 1, True)
     """
 
     net: torch.nn.Module
@@ -94,7 +105,17 @@ def keep_freed_memory():
 
 def check_compile_support(device):
     """Raise :class:`RuntimeError` with what is missing when ``torch.compile`` cannot build
-    kernels for ``device`` (``TrainConfig.compile``): a C++ compiler on CPU, Triton on CUDA."""
+    kernels for ``device`` (``TrainConfig.compile``): a C++ compiler on CPU, Triton on CUDA.
+    It compiles nothing.
+
+    >>> check_compile_support("cpu")  # None where g++ is on PATH  # doctest: +SKIP
+    >>> from unittest import mock
+    >>> with mock.patch("torch.utils._triton.has_triton", return_value=False):  # CUDA without Triton
+    ...     check_compile_support("cuda")
+    Traceback (most recent call last):
+    ...
+    RuntimeError: --compile on CUDA needs Triton (pip install triton); or leave out --compile
+    """
     dev = torch.device(device)
     if dev.type == "cpu":
         from torch._inductor import cpp_builder, exc  # the check inductor itself runs
@@ -113,7 +134,11 @@ def check_compile_support(device):
 
 
 def resolve_device(device):
-    """``torch.device(device)``, with a clear error when CUDA is asked for and absent."""
+    """``torch.device(device)``, with a clear error when CUDA is asked for and absent.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda: CUDA is not available in this torch build / machine")
@@ -142,6 +167,18 @@ def predict(net, method, task, x, seed=0, samples=None):
     Regression: ``("gaussian", loc, scale)`` with ``(R, M)`` tensors, or ``("mixture", locs,
     scales)`` with ``(S, R, M)`` tensors for Monte Carlo prediction over the embedding.
     Classification: ``("probs", probs)`` with ``(R, M, C)`` (averaged over embedding draws).
+
+    >>> from pyro_probmix.experiments.methods import resolve_method
+    >>> star = resolve_method("M-ProbMix-star", mc_samples=3)
+    >>> net = make_net(star, "mlp", [0, 1], (3,), 2, hidden=(8, 4))
+    >>> kind, locs, scales = predict(net, star, "regression", torch.ones(2, 5, 3))
+    >>> kind, locs.shape, bool((scales > 0).all())
+    ('mixture', torch.Size([3, 2, 5]), True)
+    >>> erm = resolve_method("ERM")
+    >>> net = make_net(erm, "mlp", [0], (3,), 4, hidden=(8, 4))  # 4 classes
+    >>> kind, probs = predict(net, erm, "classification", torch.ones(1, 5, 3))
+    >>> kind, probs.shape, torch.allclose(probs.sum(-1), torch.ones(1, 5))
+    ('probs', torch.Size([1, 5, 4]), True)
     """
     mode = method.prediction_mode()
     gen = torch.Generator().manual_seed(seed)
@@ -180,6 +217,15 @@ def objective(method, task, net, x, y, graph=None, batch=None):
     :param graph: the method's sampling graph (default
         :func:`~pyro_probmix.experiments.blocks.make_graph`).
     :param batch: minibatch size (``None``: full batch).
+
+    >>> from pyro_probmix.experiments.methods import resolve_method
+    >>> pyro.clear_param_store()
+    >>> method = resolve_method("M-Mix", alpha=0.5)
+    >>> net = make_net(method, "mlp", [0], (3,), 2, hidden=(8, 4))
+    >>> x, y = torch.randn(1, 6, 3), torch.randn(1, 6)
+    >>> loss, handler, trace = objective(method, "regression", net, x, y)
+    >>> loss.shape, loss.requires_grad, "z" in trace.nodes, handler.pairings["data"].lam.shape
+    (torch.Size([]), True, True, torch.Size([6]))
     """
     model = make_model(net, method, task)
     n = x.shape[1]
@@ -244,6 +290,18 @@ def train_group(
     :param config: :class:`TrainConfig`.
     :param int rng_seed: seed of the training noise (pairs, lambda, embedding draws, batches).
     :param progress: optional callable ``progress(epoch_fraction)`` called after each epoch.
+
+    Two runs (seeds 0 and 1) of LocKProbMix, trained together for two epochs:
+
+    >>> from pyro_probmix.experiments.methods import resolve_method
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x, y = torch.randn(2, 8, 3, generator=g), torch.randn(2, 8, generator=g)
+    >>> result = train_group(resolve_method("LocKProbMix", k=2), "regression", "mlp", x, y, x[:, :4], y[:, :4],
+    ...                      seeds=[0, 1], config=TrainConfig(epochs=2), hidden=(8, 4))
+    >>> result.net.runs, result.steps, len(result.best_epoch)
+    (2, 2, 2)
+    >>> predict(result.net, resolve_method("LocKProbMix"), "regression", x)[1].shape
+    torch.Size([2, 8])
     """
     device = resolve_device(config.device)
     x_train = _tensor(x_train, device)
