@@ -126,11 +126,14 @@ def final_records(out, records):
 
 
 def aggregate(recs, metric):
-    """``(mean, std, n)`` of a test metric over runs (non-finite values count as inf).
+    """``(mean, std, n)`` of a test metric over runs (non-finite values count as inf); the std of
+    a single run is undefined (nan).
 
     >>> records = [{"metrics": {"test": {"nll": v}}} for v in (1.0, 2.0, 3.0)]
     >>> aggregate(records, "nll")
     (2.0, 1.0, 3)
+    >>> aggregate(records[:1], "nll")
+    (1.0, nan, 1)
     >>> aggregate(records, "rmse") is None
     True
     """
@@ -145,7 +148,7 @@ def aggregate(recs, metric):
     arr = np.asarray(values)
     if not np.all(np.isfinite(arr)):
         return (math.inf, math.nan, len(values))
-    std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+    std = float(arr.std(ddof=1)) if len(arr) > 1 else math.nan
     return (float(arr.mean()), std, len(values))
 
 
@@ -159,12 +162,14 @@ def _num(x, fixed):
 
 def format_cell(stat, bold=False):
     """``mean ± std``, both with 2 decimals, or both in scientific notation when the mean is below
-    0.01 or above 1e5 in magnitude.
+    0.01 or above 1e5 in magnitude; the mean alone for a single run (``n = 1``: no std).
 
     >>> format_cell((1.234, 0.5, 3))
     '1.23 ± 0.50'
     >>> format_cell((0.00123, 0.0004, 3), bold=True)
     '**1.23e-03 ± 4.00e-04**'
+    >>> format_cell((1.234, float("nan"), 1))
+    '1.23'
     >>> format_cell(None)
     '–'
     """
@@ -172,7 +177,7 @@ def format_cell(stat, bold=False):
         return "–"
     mean, std = stat[0], stat[1]
     fixed = not math.isfinite(mean) or mean == 0 or 0.01 <= abs(mean) < 1e5
-    text = f"{_num(mean, fixed)} ± {_num(std, fixed)}"
+    text = _num(mean, fixed) if stat[2] == 1 else f"{_num(mean, fixed)} ± {_num(std, fixed)}"
     return f"**{text}**" if bold else text
 
 
