@@ -21,7 +21,7 @@ from pyro_probmix.experiments.methods import (
     canonical_name,
     resolve_method,
 )
-from pyro_probmix.experiments.models import MIN_SCALE, Net, make_net
+from pyro_probmix.experiments.models import MIN_SCALE, Net, make_net, sample_outputs
 from pyro_probmix.experiments.train import TrainConfig, objective, predict, train_group
 from pyro_probmix.graphs import FullGraph, KNNGraph
 
@@ -201,6 +201,25 @@ def test_star_variant_has_a_separate_variance_network_and_predicts_a_mixture():
     assert grads[0].abs().sum() > 0  # the variance network is trained by the same objective
     kind, locs, scales = predict(net, method, "regression", x)
     assert kind == "mixture" and locs.shape == (4, R, N)
+
+
+def test_mixture_predictive_decodes_each_draw_of_each_run_separately():
+    # sample_outputs pushes the S draws of all R runs through the decoder at once; each entry must
+    # be the decoder of run r applied to its own draw h + sigma * eps
+    method = resolve_method("M-ProbMix-star", mc_samples=3)
+    net = make_net(method, "mlp", [0, 1], (D,), 2, (8, 5))
+    x, _ = _data("regression")
+    out = sample_outputs(net, x, 3, torch.Generator().manual_seed(7))
+    eps = torch.randn((3,) + (R, N, net.width), generator=torch.Generator().manual_seed(7))
+    f = net.encode(x)
+    z = net.embed(f) + net.embed_scale(x, f) * eps
+    for r in range(R):
+        alone = Net("mlp", [r], (D,), 2, (8, 5), scale_head="separate", halve=True)
+        alone.load_state_dict({k: v[r : r + 1] for k, v in net.state_dict().items()})
+        for s in range(3):
+            assert torch.allclose(out[s, r], alone.decode(z[s, r][None])[0], atol=1e-6)
+    kind, locs, scales = predict(net, method, "regression", x, seed=7)
+    assert torch.allclose(locs, out[..., 0]) and torch.allclose(scales, F.softplus(out[..., 1]) + MIN_SCALE)
 
 
 def test_erm_and_mix_share_initial_weights_and_init_does_not_depend_on_the_group():

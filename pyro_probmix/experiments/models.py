@@ -34,7 +34,7 @@ from pyro_probmix import embedding
 from pyro_probmix.pooling import normal_pool_params, register_pool
 
 __all__ = [
-    "RunLinear", "Net", "HomoscedasticNormal", "CompiledPoolNormal", "make_net", "forward", "make_model",
+    "RunLinear", "Net", "HomoscedasticNormal", "CompiledPoolNormal", "make_net", "forward", "sample_outputs", "make_model",
     "likelihood", "MIN_SCALE",
 ]
 
@@ -322,14 +322,14 @@ def _flat(t):
     return t.reshape((t.shape[0] * t.shape[1],) + t.shape[2:])
 
 
-def forward(net, method, x, *, sites=True, embed="mean", generator=None):
+def forward(net, method, x, *, sites=True):
     """Network outputs ``(R, N, out_dim)`` for inputs ``(R, N, ...)``.
 
     With ``sites=True`` (inside the Pyro model) the mixing layer of ``method`` is an
     :func:`~pyro_probmix.embedding` site named ``"x"`` (input mixup) or ``"z"`` (manifold
     variants), which :func:`~pyro_probmix.probmix` fuses; the model must have opened the data plate
-    over the ``R * N`` flattened rows. With ``sites=False`` (prediction) the embedding is its mean
-    (``embed="mean"``) or one draw (``embed="sample"``).
+    over the ``R * N`` flattened rows. With ``sites=False`` (prediction) the embedding is its mean;
+    :func:`sample_outputs` draws it instead.
 
     >>> from pyro_probmix.experiments.methods import resolve_method
     >>> method = resolve_method("M-ProbMix")
@@ -342,7 +342,6 @@ def forward(net, method, x, *, sites=True, embed="mean", generator=None):
     torch.Size([10, 8])
     """
     spec = method.spec
-    R, N = x.shape[:2]
     if spec.mixing == "input" and sites:
         flat = _flat(x)
         fn = HomoscedasticNormal(flat, torch.ones((), dtype=x.dtype, device=x.device)).to_event(flat.dim() - 1)
@@ -350,18 +349,36 @@ def forward(net, method, x, *, sites=True, embed="mean", generator=None):
     f = net.encode(x)
     h = net.embed(f)
     z = h
-    if spec.mixing == "hidden":
+    if spec.mixing == "hidden" and sites:
         if spec.embedding == "gaussian":
-            if sites:
-                fn = net.embedding_normal(_flat(h), _flat(net.embed_scale(x, f))).to_event(1)
-                z = embedding("z", fn, mean=False).reshape(h.shape)
-            elif embed == "sample":
-                noise = torch.randn(h.shape, generator=generator, device="cpu").to(h.device, h.dtype)
-                z = h + net.embed_scale(x, f) * noise
-        elif sites:
+            fn = net.embedding_normal(_flat(h), _flat(net.embed_scale(x, f))).to_event(1)
+            z = embedding("z", fn, mean=False).reshape(h.shape)
+        else:
             fn = HomoscedasticNormal(_flat(h), torch.ones((), dtype=h.dtype, device=h.device)).to_event(1)
             z = embedding("z", fn, mean=True).reshape(h.shape)
     return net.decode(z)
+
+
+def sample_outputs(net, x, samples, generator=None):
+    """Network outputs ``(S, R, N, out_dim)`` for ``S = samples`` draws of the Gaussian embedding
+    ``z ~ Normal(h(x), sigma(x))`` of M-ProbMix (prediction, no Pyro sites). The encoder, mixing
+    layer and scale run once; the draws go through the decoder together. The noise comes from the
+    CPU ``generator`` whatever the device, so draws are the same on CPU and GPU.
+
+    >>> from pyro_probmix.experiments.methods import resolve_method
+    >>> net = make_net(resolve_method("M-ProbMix-star"), "mlp", [0, 1], (3,), 2, hidden=(8, 4))
+    >>> x = torch.ones(2, 5, 3)
+    >>> out = sample_outputs(net, x, 4, torch.Generator().manual_seed(0))
+    >>> out.shape, bool(out[0].ne(out[1]).any())  # draws differ
+    (torch.Size([4, 2, 5, 2]), True)
+    """
+    f = net.encode(x)
+    h = net.embed(f)
+    noise = torch.randn((samples,) + h.shape, generator=generator, device="cpu").to(h.device, h.dtype)
+    z = h + net.embed_scale(x, f) * noise  # (S, R, N, width)
+    S, R, N = z.shape[:3]
+    out = net.decode(z.transpose(0, 1).reshape(R, S * N, -1))  # the decoder wants runs first
+    return out.reshape(R, S, N, -1).transpose(0, 1)
 
 
 def make_model(net, method, task):

@@ -28,7 +28,7 @@ from pyro import poutine
 from pyro_probmix import probmix
 
 from .blocks import make_graph
-from .models import forward, likelihood, make_model, make_net
+from .models import forward, likelihood, make_model, make_net, sample_outputs
 
 __all__ = ["TrainConfig", "TrainResult", "train_group", "objective", "predict", "resolve_device", "keep_freed_memory",
            "check_compile_support"]
@@ -152,13 +152,11 @@ def _tensor(a, device, task=None, labels=False):
     return t.to(device=device, dtype=torch.float32)
 
 
-def _predict_out(net, method, x, task, embed="mean", samples=1, generator=None):
+def _predict_out(net, method, x, embed="mean", samples=1, generator=None):
     """Network outputs ``(S, R, M, out_dim)`` at prediction (no Pyro sites)."""
     if embed == "mean":
         return forward(net, method, x, sites=False)[None]
-    return torch.stack(
-        [forward(net, method, x, sites=False, embed="sample", generator=generator) for _ in range(samples)]
-    )
+    return sample_outputs(net, x, samples, generator)
 
 
 def predict(net, method, task, x, seed=0, samples=None):
@@ -184,7 +182,7 @@ def predict(net, method, task, x, seed=0, samples=None):
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         samples = method.mc_samples if samples is None else samples
-        out = _predict_out(net, method, x, task, "mean" if mode == "mean" else "sample", samples, gen)
+        out = _predict_out(net, method, x, "mean" if mode == "mean" else "sample", samples, gen)
     if task == "regression":
         d = likelihood(task, out)
         if mode == "mean":
