@@ -330,10 +330,20 @@ def test_embedding_outside_probmix_adds_nothing_to_the_elbo():
             pyro.sample("y", dist.Normal(z.sum(-1), 1.0), obs=torch.zeros(6))
         return z
 
+    x.requires_grad_(True)
+    pyro.set_rng_seed(3)
     trace = poutine.trace(model).get_trace(x)
     trace.compute_log_prob()
     assert torch.equal(trace.nodes["z"]["log_prob"], torch.zeros(6))
-    assert trace.nodes["z"]["value"].shape == (6, 2)
+    # the draw is made after the site was recorded (no handler replaced it): the recorded value,
+    # the returned value and the gradient are those of an ordinary reparameterised draw
+    z = trace.nodes["z"]["value"]
+    assert z is trace.nodes["_RETURN"]["value"]
+    pyro.set_rng_seed(3)
+    assert torch.equal(z, dist.Normal(x, 1.0).rsample())
+    (grad,) = torch.autograd.grad(z.sum(), [x])
+    assert torch.equal(grad, torch.ones(6, 2))
+    x = x.detach()
     with probmix(lam=0.3) as handler:
         fused = poutine.trace(model).get_trace(x)
     j = handler.pairings["data"].partner
