@@ -42,14 +42,14 @@ def embedding(name, fn, *, mean=False):
         )
     if not am_i_wrapped():  # plain prediction, no handler: nothing to record
         return fn.mean if mean else fn.rsample()
-    deferred = None if mean else _undrawn(fn)
-    if mean:
-        value = fn.mean
+    undrawn = None if mean else _undrawn(fn)
+    if undrawn is not None:
+        value = undrawn
     else:
-        value = fn.rsample() if deferred is None else deferred
+        value = fn.mean if mean else fn.rsample()
     out = pyro.sample(name, fn.mask(False), obs=value, infer={EMBEDDING_KEY: {"mean": mean}})
-    if deferred is not None and out is deferred:  # no handler replaced the value: draw it now
-        deferred.copy_(fn.rsample())  # in place: the site recorded this tensor; autograd follows copy_
+    if undrawn is not None and out is undrawn:  # no handler replaced the value: draw it now
+        undrawn.copy_(fn.rsample())  # in place: the site recorded this tensor; autograd follows copy_
     return out
 
 

@@ -449,6 +449,21 @@ def test_log_linear_label_fusion_of_discrete_labels_needs_beta():
         assert torch.isfinite(elbo_loss(model, torch.tensor([0, 1, 2, 0])))
 
 
+def test_embedding_without_a_mean_is_drawn_before_the_site():
+    # a TransformedDistribution has no mean to take the dtype from: the draw is made up front
+    x = torch.randn(6, 2)
+    fn = dist.TransformedDistribution(dist.Normal(x, 1.0), [dist.transforms.AffineTransform(1.0, 2.0)])
+
+    def model():
+        with pyro.plate("data", 6):
+            return embedding("z", fn.to_event(1))
+
+    pyro.set_rng_seed(5)
+    z = poutine.trace(model).get_trace().nodes["z"]["value"]
+    pyro.set_rng_seed(5)
+    assert torch.equal(z, 1.0 + 2.0 * dist.Normal(x, 1.0).rsample())
+
+
 def test_embedding_must_be_reparameterisable():
     with pytest.raises(ValueError, match="embedding site 'z'.*not reparameterisable"):
         embedding("z", dist.Poisson(torch.ones(3)))
