@@ -175,6 +175,33 @@ class Graph:
     def _sample(self, anchors, num_rows):
         raise NotImplementedError
 
+    #: rounds of redrawing in the default :meth:`sample_among`
+    among_tries = 16
+
+    def sample_among(self, anchors, num_rows, allowed):
+        """
+        Draws one partner for each anchor from the graph restricted to the nodes with
+        ``allowed`` (bool, one per node), i.e. the graph's distribution conditioned on an
+        allowed partner; an anchor with no allowed partner gets itself.
+
+        The default redraws the anchors whose partner is not allowed, ``among_tries`` times, and
+        then gives the remaining ones themselves: an anchor whose allowed partners hold mass ``q``
+        of its edges gets itself with probability ``(1 - q) ** among_tries``. Subclasses that
+        can sample the restriction exactly override it (:class:`FullGraph`, :class:`KNNGraph`).
+
+        >>> graph = FullGraph()
+        >>> graph.sample_among(torch.arange(4), 4, torch.tensor([True, True, False, False])).tolist()[:2]
+        [1, 0]
+        """
+        partners = self.sample(anchors, num_rows)
+        for _ in range(self.among_tries):
+            rejected = (~allowed[partners]).nonzero().squeeze(-1)
+            if not len(rejected):
+                return partners
+            partners[rejected] = self.sample(anchors[rejected], num_rows)
+        rejected = ~allowed[partners]
+        return torch.where(rejected, anchors, partners)
+
     def _set_tables(self, *tables):
         self._tables = {tables[0].device: tables}
 
@@ -227,6 +254,24 @@ class FullGraph(Graph):
             return torch.randint(num_rows, shape, device=device)
         # a uniform offset in 1..n-1 modulo n is uniform over the n - 1 rows other than the anchor
         return (anchors + torch.randint(1, num_rows, shape, device=device)) % num_rows
+
+    def sample_among(self, anchors, num_rows, allowed):
+        self.sample(anchors[:0], num_rows)  # checks the arguments
+        candidates = allowed.nonzero().squeeze(-1)
+        num_candidates = len(candidates)
+        if num_candidates == 0:
+            return anchors.clone()
+        # uniform over the allowed rows other than the anchor: draw among n - 1 of them (n if the
+        # anchor is not allowed, or with self-loops) and skip the anchor's own position
+        own = torch.searchsorted(candidates, anchors)
+        is_candidate = allowed[anchors] & (own < num_candidates)
+        excluded = is_candidate & (not self.self_loops)
+        choices = num_candidates - excluded.long()
+        u = torch.rand(anchors.shape, device=anchors.device)
+        pick = (u * choices).long().clamp_max_(choices - 1).clamp_min_(0)
+        pick = pick + (excluded & (pick >= own)).long()
+        partners = candidates[pick.clamp_max(num_candidates - 1)]
+        return torch.where(choices > 0, partners, anchors)
 
     def __repr__(self):
         return f"FullGraph(self_loops={self.self_loops})"
@@ -310,6 +355,17 @@ class KNNGraph(Graph):
         (neighbors,) = self._tables_on(anchors.device)
         column = torch.randint(self.k, anchors.shape, device=anchors.device)
         return neighbors[anchors, column]
+
+    def sample_among(self, anchors, num_rows, allowed):
+        self.sample(anchors[:0], num_rows)  # checks the arguments
+        (neighbors,) = self._tables_on(anchors.device)
+        candidates = neighbors[anchors]
+        weights = allowed[candidates].to(torch.get_default_dtype())
+        none_allowed = weights.sum(-1) == 0
+        weights[none_allowed] = 1.0
+        column = torch.multinomial(weights, 1).squeeze(-1)
+        partners = candidates.gather(-1, column[:, None]).squeeze(-1)
+        return torch.where(none_allowed, anchors, partners)
 
     def __repr__(self):
         return f"KNNGraph(num_nodes={self.num_nodes}, k={self.k})"

@@ -2,108 +2,40 @@
 """
 The ``probmix`` effect handler.
 """
-from dataclasses import dataclass
-from typing import Optional
+import sys
+import warnings
+from typing import Callable, Iterable, Optional, Union
 
+import pyro.ops.jit
 import torch
-from pyro.distributions import TorchDistribution
+from pyro.poutine.indep_messenger import IndepMessenger
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.util import site_is_subsample
-from torch.distributions import constraints
 
 from .embedding import EMBEDDING_KEY
 from .graphs import FullGraph, Graph
-from .labels import (
-    CRITERIA,
-    LABEL_FUSIONS,
-    LabelKernel,
-    check_beta,
-    default_label_kernel,
-    fused_label_log_prob,
-)
+from .labels import CRITERIA, LABEL_FUSIONS, LabelKernel, check_beta, default_label_kernel
+from .likelihood import ProbMixLikelihood, fuse_observed_site, support_is_discrete, unmask
+from .pairing import LambdaSampler, Pairing, draw_subsample, draw_within, sample_symmetric_beta
 from .pooling import get_pooler
 from .rows import take_rows
 
-__all__ = ["ProbMixMessenger", "probmix", "Pairing", "ProbMixLikelihood", "sample_symmetric_beta"]
+__all__ = [
+    "NothingFusedWarning",
+    "ProbMixMessenger",
+    "probmix",
+    "Pairing",
+    "ProbMixLikelihood",
+    "sample_symmetric_beta",
+]
 
-
-# anchors are drawn with replacement when the batch is at most 1/16 of the rows
-_REPLACEMENT_RATIO = 16
 _PARTICLE_PLATE = "num_particles_vectorized"  # the plate over particles of pyro.infer.elbo
+_COMPILED_CALL = pyro.ops.jit.CompiledFunction.__call__.__code__
 
 
-@dataclass
-class Pairing:
-    """
-    Pairs drawn for one execution of the data plate: row ``r`` of the plate is fused with row
-    ``partner[r]`` with weight ``lam[r]``. In the subsample path only rows with ``anchor_mask``
-    are scored and their scores are multiplied by ``scale``.
-
-    >>> import torch
-    >>> p = Pairing(partner=torch.tensor([1, 0, 0]), lam=torch.tensor([0.2, 0.9, 0.5]))
-    >>> p.partner[0].item(), p.scale, p.anchor_mask is None
-    (1, 1.0, True)
-    """
-
-    partner: torch.Tensor
-    lam: torch.Tensor
-    anchor_mask: Optional[torch.Tensor] = None
-    scale: float = 1.0
-    embedded: bool = False  # an embedding site of this plate was fused already
-
-
-@dataclass
-class _PlateRecord:
-    indices: Optional[torch.Tensor]  # the plate's subsample value (links guide and model passes)
-    rows_are_data: bool  # rows are range(N) in order (full batch drawn by Pyro itself)
-    pairing: Optional[Pairing] = None
-
-
-class ProbMixLikelihood(TorchDistribution):
-    """
-    The likelihood of a fused observed site: ``log_prob(y)`` is the label-fused log-likelihood
-    :func:`~pyro_probmix.labels.fused_label_log_prob` of the pooled distribution ``base`` for the
-    labels ``(y, partner_value)`` with weights ``lam``. Sampling draws from ``base``.
-
-    With the Dirac kernel (``beta = 0``) and linear label fusion, ``log_prob(y)`` is
-    ``lam log base(y) + (1 - lam) log base(partner_value)``:
-
-    >>> import torch, pyro.distributions as dist
-    >>> from pyro_probmix.labels import DiracKernel
-    >>> base = dist.Normal(torch.zeros(2), 1.0)
-    >>> d = ProbMixLikelihood(base, torch.tensor([1.0, 2.0]), torch.tensor([0.5, 1.0]), DiracKernel(),
-    ...                       "linear", "expected_log", 1)
-    >>> expected = 0.5 * base.log_prob(torch.zeros(2)) + 0.5 * base.log_prob(torch.tensor([1.0, 2.0]))
-    >>> bool(torch.isclose(d.log_prob(torch.zeros(2))[0], expected[0]))
-    True
-    >>> bool(torch.isclose(d.log_prob(torch.zeros(2))[1], base.log_prob(torch.zeros(2))[1]))
-    True
-    """
-
-    arg_constraints = {}
-
-    def __init__(self, base, partner_value, lam, kernel, fusion, criterion, num_samples):
-        self.base = base
-        self.partner_value = partner_value
-        self.lam = lam
-        self.kernel = kernel
-        self.fusion = fusion
-        self.criterion = criterion
-        self.num_samples = num_samples
-        super().__init__(base.batch_shape, base.event_shape, validate_args=False)
-
-    @property
-    def support(self):
-        return self.base.support
-
-    def sample(self, sample_shape=torch.Size()):
-        return self.base.sample(sample_shape)
-
-    def log_prob(self, value):
-        return fused_label_log_prob(
-            self.base, value, self.partner_value, self.lam, self.kernel,
-            self.fusion, self.criterion, self.num_samples,
-        )
+class NothingFusedWarning(UserWarning):
+    """A ``with probmix(...)`` block ended without having fused any site."""
 
 
 class ProbMixMessenger(Messenger):
@@ -125,21 +57,21 @@ class ProbMixMessenger(Messenger):
 
     def __init__(
         self,
-        alpha=None,
-        graph=None,
+        alpha: Optional[float] = None,
+        graph: Optional[Graph] = None,
         *,
         lam=None,
-        beta=0.0,
-        plate=None,
-        sites=None,
-        fusion="log_linear",
-        label_fusion="linear",
-        criterion="expected_log",
-        num_samples=1,
-        label_kernel=None,
+        beta: float = 0.0,
+        plate: Optional[str] = None,
+        sites: Union[str, Iterable[str], None] = None,
+        fusion: str = "log_linear",
+        label_fusion: str = "linear",
+        criterion: str = "expected_log",
+        num_samples: int = 1,
+        label_kernel: Optional[LabelKernel] = None,
     ):
         super().__init__()
-        self.alpha, self.lam_dist, self.fixed_lam = _check_lam(alpha, lam)
+        self.lam_sampler = LambdaSampler(alpha, lam)
         self.graph = FullGraph() if graph is None else graph
         if not isinstance(self.graph, Graph):
             raise TypeError(
@@ -166,27 +98,53 @@ class ProbMixMessenger(Messenger):
                 f"label_kernel must be a pyro_probmix.labels.LabelKernel, got {label_kernel!r}"
             )
         self.label_kernel = label_kernel
-        self._plates = {}
         self._layouts = {}  # (batch, device) -> static rows of the subsample path
         self._kernels = {}  # (site name, family) -> label kernel
+        self._reset()
+
+    def _reset(self):
+        self._data_plate = self.plate  # the plate probmix subsamples: named, or taken over
+        self._drawn = {}  # plate name -> (subsample indices, Pairing) drawn by the handler
+        self._within = {}  # plate name -> (plate indices, Pairing) of rows paired in the plate
+        self._latest = {}  # plate name -> latest Pairing, for inspection
+        self._fused = set()  # names of the sites fused in this block
+        self._left_alone = {}  # site name -> why it was not fused
 
     def __enter__(self):
-        self._plates = {}
+        if any(isinstance(m, ProbMixMessenger) for m in _PYRO_STACK):
+            raise RuntimeError(
+                "probmix handlers cannot be nested: every fused site would be pooled twice. "
+                "Use one probmix handler; its sites= argument chooses the sites it fuses"
+            )
+        self._reset()
         return super().__enter__()
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        result = super().__exit__(exc_type, exc_value, traceback)
+        if exc_type is None:
+            self._check_block()
+        return result
 
     @property
     def pairings(self):
         """
-        The latest :class:`~pyro_probmix.handler.Pairing` of each plate, by plate name, for inspection; kept after the
-        ``with`` block and cleared when it is entered again.
+        The latest :class:`~pyro_probmix.pairing.Pairing` of each plate, by plate name, for
+        inspection; kept after the ``with`` block and cleared when it is entered again.
         """
-        return {name: rec.pairing for name, rec in self._plates.items() if rec.pairing is not None}
+        return dict(self._latest)
 
     # ----------------------------------------------------------------- messages
+    def _pyro_param(self, msg):
+        if _inside_compiled_loss():
+            raise RuntimeError(_JIT_MESSAGE)
+
     def _pyro_sample(self, msg):
+        if torch.jit.is_tracing():
+            raise RuntimeError(_JIT_MESSAGE)
         if site_is_subsample(msg):
             self._enter_plate(msg)
-        elif EMBEDDING_KEY in msg["infer"]:
+            return
+        if EMBEDDING_KEY in msg["infer"]:
             if self.sites is None or msg["name"] in self.sites:
                 self._fuse_embedding(msg)
         elif (
@@ -196,184 +154,177 @@ class ProbMixMessenger(Messenger):
             and (self.sites is None or msg["name"] in self.sites)
         ):
             self._fuse_observation(msg)
-
-    def _pyro_post_sample(self, msg):
-        if site_is_subsample(msg):
-            record = self._plates[msg["name"]]
-            if record.indices is None:
-                record.indices = msg["value"]
+        drawn = self._drawn_plate_of(msg)
+        if drawn is not None:
+            self._score_anchors_only(msg, drawn)
 
     # ----------------------------------------------------------------- plates
     def _enter_plate(self, msg):
-        name, fn, value = msg["name"], msg["fn"], msg["value"]
-        record = self._plates.get(name)
-        if value is not None and record is not None and value is record.indices:
-            return  # the model replays the guide's plate: keep the guide's pairs
+        name, fn = msg["name"], msg["fn"]
         subsampled = fn.subsample_size is not None and fn.subsample_size < fn.size
-        if name == self.plate and subsampled and value is None:
-            indices, pairing = self._draw_subsample(name, fn)
-            msg["value"] = indices
-            self._plates[name] = _PlateRecord(indices, rows_are_data=False, pairing=pairing)
-        else:
-            full_and_drawn_by_pyro = value is None and not subsampled
-            self._plates[name] = _PlateRecord(value, rows_are_data=full_and_drawn_by_pyro)
+        if not subsampled or msg["value"] is not None:
+            return  # a full plate, or indices given by the user or replayed from the guide
+        if self._data_plate is None and self.graph.num_nodes == fn.size:
+            self._data_plate = name  # the only plate a graph over the training rows can pair
+        elif self._data_plate != name:
+            if self.plate is None and self.graph.num_nodes == fn.size:
+                raise ValueError(
+                    f"plates {self._data_plate!r} and {name!r} both subsample the "
+                    f"{fn.size} rows that {self.graph!r} pairs: name the data plate with "
+                    f"probmix(..., plate=...)"
+                )
+            return
+        # lambdas in float64 until a site tells the model's dtype (Pairing.lam_in)
+        indices, pairing = draw_subsample(
+            self.graph, self.lam_sampler, name, fn.size, fn.subsample_size, fn.device,
+            torch.float64, self._layouts,
+        )
+        msg["value"] = indices
+        self._drawn[name] = indices, pairing
+        self._latest[name] = pairing
 
-    def _draw_subsample(self, name, fn):
-        size, batch = fn.size, fn.subsample_size
-        if batch < 2:
-            raise ValueError(
-                f"plate {name!r}: subsample_size={batch} cannot hold an anchor and its partner; "
-                f"use subsample_size >= 2"
-            )
-        num_anchors = batch // 2
-        device = torch.device(fn.device)
-        # anchors uniformly, then their partners; an odd batch is filled by a spare row (masked)
-        if batch * _REPLACEMENT_RATIO <= size:
-            # with replacement costs O(B) instead of the O(N) of a permutation, and multiplies
-            # the variance of the (still unbiased) estimate by (N - 1) / (N - A) < 1.04
-            rows = torch.randint(size, (batch - num_anchors,), device=device)
-        else:
-            rows = torch.randperm(size, device=device)[: batch - num_anchors]
-        anchors, spare = rows[:num_anchors], rows[num_anchors:]
-        partners = self._sample_partners(name, anchors, size)
-        indices = torch.cat([anchors, partners, spare])
-        partner, anchor_mask, spare_lam = self._subsample_layout(batch, device)
-        lam = self._draw_lam(num_anchors, device)
-        lam = torch.cat([lam, 1 - lam] + ([spare_lam] if batch % 2 else []))
-        return indices, Pairing(partner, lam, anchor_mask=anchor_mask, scale=batch / num_anchors)
-
-    def _subsample_layout(self, batch, device):
-        """Row r < A pairs with r + A and vice versa (A = batch // 2); a spare row pairs with itself."""
-        key = batch, device
-        if key not in self._layouts:
-            self._layouts[key] = self._build_subsample_layout(batch, device)
-        return self._layouts[key]
+    def _drawn_plate_of(self, msg):
+        """The Pairing of the subsample the handler drew, if ``msg`` is inside that plate."""
+        if not self._drawn:
+            return None
+        for frame in msg["cond_indep_stack"]:
+            drawn = self._drawn.get(frame.name)
+            if drawn is not None and _plate_indices(frame.name) is drawn[0]:
+                return frame, drawn[1]
+        return None
 
     @staticmethod
-    def _build_subsample_layout(batch, device):
-        num_anchors = batch // 2
-        rows = torch.arange(batch, device=device)
-        partner = torch.where(rows < num_anchors, rows + num_anchors, rows - num_anchors)
-        partner[2 * num_anchors :] = rows[2 * num_anchors :]
-        spare_lam = torch.ones(batch - 2 * num_anchors, device=device)  # lam = 1: the row itself
-        return partner, rows < num_anchors, spare_lam
+    def _score_anchors_only(msg, drawn):
+        """Every site of a subsampled data plate counts its anchor rows only, scaled by B / A,
+        so that the step is an unbiased estimate of the full-data objective."""
+        frame, pairing = drawn
+        msg["scale"] = msg["scale"] * pairing.scale
+        if msg["infer"].get("enumerate") == "parallel" or EMBEDDING_KEY in msg["infer"]:
+            # an enumerated latent of a partner row sums to 1 over its values once the row's
+            # observations are masked; masking it too would add log(K) per row
+            return
+        anchors = pairing.anchor_mask.reshape((-1,) + (1,) * (-frame.dim - 1))
+        mask = msg["mask"]
+        msg["mask"] = anchors if mask is None or mask is True else mask & anchors
 
-    def _draw_within(self, frame, record, device):
-        rows = frame.size
-        if rows < 2:
-            raise ValueError(f"plate {frame.name!r} has {rows} row: a plate of one row cannot be paired")
-        if self.graph.num_nodes is not None and not record.rows_are_data:
+    def _site_plate(self, msg):
+        """The frame of the data plate of a site to fuse, or None if the site is to be left alone
+        (it lies outside every data plate, like a conditioned global latent)."""
+        stack = msg["cond_indep_stack"]
+        vectorized = [f for f in stack if f.vectorized and f.name != _PARTICLE_PLATE]
+        sequential = [f for f in stack if not f.vectorized]
+        if self._data_plate is not None:
+            frames = [f for f in vectorized if f.name == self._data_plate]
+            if frames:
+                return frames[0]
+            if any(f.name == self._data_plate for f in sequential):
+                raise _sequential_error(msg["name"], self._data_plate)
+            return self._leave_alone(msg, f"outside plate {self._data_plate!r}")
+        if len(vectorized) == 1:
+            return vectorized[0]
+        if len(vectorized) > 1:
+            plates = [f.name for f in vectorized]
             raise ValueError(
-                f"{self.graph!r} pairs rows of the training set, but the rows of plate "
-                f"{frame.name!r} ({rows} of {frame.full_size}) were chosen outside probmix, so "
-                f"they cannot be matched to graph nodes. Declare the plate as "
-                f"pyro.plate({frame.name!r}, N, subsample_size=B) and pass "
-                f"probmix(..., plate={frame.name!r}) so the handler chooses anchors and "
-                f"partners, or use FullGraph() to pair rows within the batch."
+                f"site {msg['name']!r} is in several plates {plates}: probmix pairs rows along "
+                f"one data plate; name it with probmix(..., plate={plates[-1]!r}) (or another "
+                f"of {plates})"
             )
-        anchors = torch.arange(rows, device=device)
-        partner = self._sample_partners(frame.name, anchors, rows)
-        return Pairing(partner, self._draw_lam(rows, device))
+        if sequential:
+            raise _sequential_error(msg["name"], sequential[0].name)
+        return self._leave_alone(msg, "outside any plate")
 
-    def _sample_partners(self, name, anchors, num_rows):
-        try:
-            return self.graph.sample(anchors, num_rows)
-        except ValueError as e:
-            raise ValueError(f"plate {name!r}: {e}") from e
-
-    def _draw_lam(self, n, device):
-        if self.fixed_lam is not None:
-            return torch.full((n,), self.fixed_lam, device=device)
-        if self.lam_dist is None:
-            return sample_symmetric_beta(self.alpha, n, device)
-        return self.lam_dist.sample((n,)).to(device)
-
-    def _pairing(self, msg):
-        """The data plate frame of a site and its pairing (drawn on first use)."""
-        frame = self._data_frame(msg)
-        record = self._plates.get(frame.name)
-        if record is None:  # the plate was built before entering probmix
-            record = self._plates[frame.name] = _PlateRecord(None, rows_are_data=frame.size == frame.full_size)
-        if record.pairing is None:
-            record.pairing = self._draw_within(frame, record, msg["value"].device)
-        return frame, record.pairing
-
-    def _data_frame(self, msg):
-        # the particle plate of vectorize_particles=True is never a data plate: pairs are
-        # shared by the particles
-        frames = [
-            f for f in msg["cond_indep_stack"] if f.vectorized and f.name != _PARTICLE_PLATE
-        ]
-        if self.plate is not None:
-            frames = [f for f in frames if f.name == self.plate]
-            if not frames:
-                plates = [f.name for f in msg["cond_indep_stack"]]
-                raise ValueError(
-                    f"site {msg['name']!r} is not inside plate {self.plate!r} (its plates: "
-                    f"{plates}); exclude it with probmix(..., sites=[...]) or move it into the plate"
-                )
-        elif len(frames) != 1:
-            plates = [f.name for f in msg["cond_indep_stack"]]
-            what = "outside any vectorized plate" if not frames else f"in several plates {plates}"
+    def _leave_alone(self, msg, why):
+        if self.sites is not None:
             raise ValueError(
-                f"site {msg['name']!r} is {what}: probmix pairs rows along one data plate; "
-                f"name it with probmix(..., plate='data') and wrap the site in that plate"
+                f"site {msg['name']!r} is named in sites= but is {why}: probmix fuses rows of the "
+                f"data plate; move the site into that plate or drop it from sites="
             )
-        return frames[0]
+        self._left_alone[msg["name"]] = why
+        return None
+
+    def _pairing(self, msg, frame, observed=None):
+        """The pairing of the site's data plate in this execution of the model: the subsample
+        the handler drew, or a pairing of the plate's rows drawn on first use."""
+        name = frame.name
+        drawn = self._drawn.get(name)
+        indices = _plate_indices(name)
+        if drawn is not None and indices is drawn[0]:
+            pairing = drawn[1]
+        else:
+            within = self._within.get(name)
+            # a new execution of the model: new rows, or a site fused a second time
+            if within is None or within[0] is not indices or msg["name"] in within[1].used_by:
+                pairing = self._draw_within(msg, frame, indices, observed)
+                self._within[name] = indices, pairing
+                self._latest[name] = pairing
+            else:
+                pairing = within[1]
+        pairing.used_by.add(msg["name"])
+        self._fused.add(msg["name"])
+        return pairing
+
+    def _draw_within(self, msg, frame, indices, observed):
+        if self.graph.num_nodes is None:
+            nodes = torch.arange(frame.size, device=msg["value"].device)
+        else:
+            nodes = self._training_rows(frame, indices)
+        return draw_within(self.graph, self.lam_sampler, frame.name, nodes, _dtype_of(msg), observed)
+
+    def _training_rows(self, frame, indices):
+        """The graph nodes of a plate's rows: ``subsample=idx`` holds training rows ``idx``."""
+        n = self.graph.num_nodes
+        rows = torch.arange(n, device=indices.device)
+        whole = frame.size == n and (
+            torch.equal(indices, rows) or torch.equal(torch.sort(indices).values, rows)
+        )
+        if not whole:
+            raise ValueError(
+                f"{self.graph!r} pairs the {n} training rows, but plate {frame.name!r} holds "
+                f"{frame.size} of {frame.full_size} rows chosen outside probmix, so a partner may lie "
+                f"outside the batch. Declare pyro.plate({frame.name!r}, {n}, subsample_size=B) "
+                f"inside the model (probmix then draws anchors and their partners; pass "
+                f"probmix(..., plate={frame.name!r}) if several plates have {n} rows), give the "
+                f"full batch in any order with pyro.plate({frame.name!r}, {n}, subsample=order), "
+                f"or use FullGraph() to pair rows within the batch"
+            )
+        return indices
 
     # ----------------------------------------------------------------- fusion
-    def _rows(self, msg, frame, pairing, fn):
-        """Check that fn's rows along the plate dim are the plate's rows."""
-        dim = frame.dim
-        shape = fn.batch_shape
-        if len(shape) < -dim or shape[dim] != frame.size or pairing.partner.shape[0] != frame.size:
-            raise ValueError(
-                f"site {msg['name']!r}: {type(fn).__name__} has batch_shape {tuple(shape)}, which "
-                f"does not have the {frame.size} rows of plate {frame.name!r} at dim {dim}"
-            )
-        return pairing.lam.reshape((-1,) + (1,) * (-dim - 1)).to(_dtype_of(msg["value"]))
-
     def _fuse_embedding(self, msg):
+        frame = self._site_plate(msg)
+        if frame is None:
+            return
         fn = msg["fn"].base_dist  # embedding() masks the distribution out of the ELBO
-        frame, pairing = self._pairing(msg)
-        lam = self._rows(msg, frame, pairing, fn)
+        pairing = self._pairing(msg, frame)
+        dim = frame.dim
+        if len(fn.batch_shape) < -dim or fn.batch_shape[dim] != pairing.partner.shape[0]:
+            raise ValueError(
+                f"embedding site {msg['name']!r}: {type(fn).__name__} has batch_shape "
+                f"{tuple(fn.batch_shape)}, which does not have the {pairing.partner.shape[0]} rows "
+                f"of plate {frame.name!r} at dim {dim}"
+            )
+        lam = pairing.lam_in(_dtype_of(msg)).reshape((-1,) + (1,) * (-dim - 1))
         try:
-            pooled = self.pool(fn, take_rows(fn, pairing.partner, frame.dim), lam)
-        except NotImplementedError as e:
-            raise NotImplementedError(f"embedding site {msg['name']!r}: {e}") from e
+            pooled = self.pool(fn, take_rows(fn, pairing.partner, dim), lam)
+        except (NotImplementedError, ValueError) as e:
+            raise type(e)(f"embedding site {msg['name']!r}: {e}") from e
         msg["fn"] = pooled.mask(False)
         msg["value"] = pooled.mean if msg["infer"][EMBEDDING_KEY]["mean"] else pooled.rsample()
         pairing.embedded = True
 
     def _fuse_observation(self, msg):
-        fn = msg["fn"]
-        frame, pairing = self._pairing(msg)
-        lam = self._rows(msg, frame, pairing, fn)
-        dim, partner = frame.dim, pairing.partner
-        if pairing.embedded:
-            base = fn  # M-ProbMix: the embedding is fused already; fuse the labels only
-        else:
-            try:
-                base = self.pool(fn, take_rows(fn, partner, dim), lam)
-            except NotImplementedError as e:
-                raise NotImplementedError(f"site {msg['name']!r}: {e}") from e
-        kernel = self._kernel(msg, base)
-        event_dim = len(fn.event_shape)
-        value = msg["value"].expand(fn.batch_shape + fn.event_shape)
-        partner_value = value.index_select(dim - event_dim, partner)
-        msg["fn"] = ProbMixLikelihood(
-            base, partner_value, lam, kernel, self.label_fusion, self.criterion, self.num_samples
+        frame = self._site_plate(msg)
+        if frame is None:
+            return
+        fn, mask = unmask(msg["fn"], msg["mask"])
+        if mask is False:
+            self._left_alone[msg["name"]] = "masked out"
+            return
+        pairing = self._pairing(msg, frame, observed=_observed_rows(mask, frame.dim))
+        fuse_observed_site(
+            msg, frame.dim, pairing, self.pool, lambda base: self._kernel(msg, base),
+            self.label_fusion, self.criterion, self.num_samples,
         )
-        mask = msg["mask"]
-        if isinstance(mask, torch.Tensor):
-            # a pair is scored only where both of its rows are
-            mask = mask.expand(fn.batch_shape)
-            mask = mask & mask.index_select(dim, partner)
-        if pairing.anchor_mask is not None:
-            anchor = pairing.anchor_mask.reshape((-1,) + (1,) * (-dim - 1))
-            mask = anchor if mask is None else mask & anchor
-        msg["mask"] = mask
-        msg["scale"] = msg["scale"] * pairing.scale
 
     def _kernel(self, msg, d):
         key = msg["name"], type(d), type(getattr(d, "base_dist", None))
@@ -394,9 +345,80 @@ class ProbMixMessenger(Messenger):
             )
         return kernel
 
+    # ----------------------------------------------------------------- end of a block
+    def _check_block(self):
+        if self.sites is not None:
+            missing = sorted(self.sites - self._fused)
+            if missing:
+                raise ValueError(
+                    f"probmix(sites={sorted(self.sites)}): no site named {missing} was fused in "
+                    f"this block; fused: {sorted(self._fused)}. Check the names of the model's "
+                    f"observed and embedding sites"
+                )
+        if not self._fused:
+            left = ", ".join(f"{name!r} ({why})" for name, why in self._left_alone.items())
+            warnings.warn(
+                "probmix fused no site in this block, so it trained the plain model. "
+                + (f"Observed sites left alone: {left}. " if left else "")
+                + "probmix fuses observed sites inside a data plate (pyro.plate) and "
+                "embedding() sites; it sees no site of a model run behind poutine.block "
+                "(e.g. by MCMC or Importance) or inside a loss compiled before the block",
+                NothingFusedWarning,
+                stacklevel=3,
+            )
 
-def _dtype_of(value):
-    return value.dtype if torch.is_floating_point(value) else torch.get_default_dtype()
+
+_JIT_MESSAGE = (
+    "probmix cannot be combined with a JIT-compiled ELBO (JitTrace_ELBO, JitTraceEnum_ELBO, "
+    "JitTraceGraph_ELBO, ...): torch.jit.trace records one execution of the model, so the pairs "
+    "and the lambdas drawn then would be frozen into the compiled loss (and a loss compiled "
+    "before entering probmix does not run the handler at all). Use the ELBO without Jit "
+    "(Trace_ELBO, TraceEnum_ELBO, ...) inside probmix"
+)
+
+
+def _inside_compiled_loss():
+    """Whether the current call comes from a loss compiled by :func:`pyro.ops.jit.trace`."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code is _COMPILED_CALL:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _plate_indices(name):
+    """The indices of the live plate ``name`` (its subsample, or ``arange(size)``)."""
+    for messenger in reversed(_PYRO_STACK):
+        if isinstance(messenger, IndepMessenger) and messenger.name == name:
+            return messenger.indices
+    return None
+
+
+def _sequential_error(site, plate):
+    return ValueError(
+        f"site {site!r} is inside the sequential plate {plate!r} (for i in pyro.plate(...)): "
+        f"probmix pairs the rows of a vectorized plate; write `with pyro.plate({plate!r}, N):` "
+        f"around one site that holds all N rows"
+    )
+
+
+def _observed_rows(mask, dim):
+    """Which rows of the plate have a scored cell (bool, one per row), or None if all have."""
+    if not isinstance(mask, torch.Tensor) or mask.dim() < -dim or mask.shape[dim] == 1:
+        return None
+    rows = mask.shape[dim]
+    return mask.movedim(dim, 0).reshape(rows, -1).any(-1)
+
+
+def _dtype_of(msg):
+    value = msg["value"]
+    if torch.is_floating_point(value):
+        return value.dtype
+    try:
+        return msg["fn"].mean.dtype
+    except NotImplementedError:
+        return torch.get_default_dtype()
 
 
 def _check_choice(name, value, choices):
@@ -404,60 +426,21 @@ def _check_choice(name, value, choices):
         raise ValueError(f"{name}={value!r} is not supported; expected one of {list(choices)}")
 
 
-def sample_symmetric_beta(alpha, n, device=None):
-    """
-    ``n`` draws of lambda ~ Beta(alpha, alpha): the ratio of two Gamma(alpha) draws, in log space.
-    For alpha < 1, Gamma(alpha) = Gamma(alpha + 1) U^(1/alpha) (Marsaglia and Tsang), so the tiny
-    draws of small alpha do not underflow to 0/0. Faster than ``Beta(alpha, alpha).sample``.
-
-    >>> lam = sample_symmetric_beta(0.1, 100000)
-    >>> bool(abs(lam.mean() - 0.5) < 0.01), bool(abs(lam.var() - 1 / (4 * 1.2)) < 0.01)
-    (True, True)
-    """
-    boosted = alpha < 1
-    concentration = torch.full((2, n), alpha + 1.0 if boosted else alpha, device=device)
-    # torch.distributions.Gamma samples with this same kernel; calling it directly skips the
-    # per-call construction and validation that dominate for small n
-    log_gamma = torch._standard_gamma(concentration).log_()
-    if boosted:
-        # log U^(1/alpha) = -Exponential(rate=alpha)
-        log_gamma.sub_(torch.empty_like(log_gamma).exponential_(alpha))
-    return torch.sigmoid(log_gamma[0] - log_gamma[1])
-
-
-def _check_lam(alpha, lam):
-    """(alpha, distribution of lambda, fixed lambda): exactly one of alpha and lam is given."""
-    if (alpha is None) == (lam is None):
-        raise ValueError(
-            "give exactly one of alpha (lambda ~ Beta(alpha, alpha)) and lam (a float in [0, 1] "
-            f"or a distribution on [0, 1]); got alpha={alpha!r}, lam={lam!r}"
-        )
-    if alpha is not None:
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < float("inf"):
-            raise ValueError(f"alpha must be a finite number > 0, got alpha={alpha!r}")
-        return float(alpha), None, None
-    if isinstance(lam, (int, float)) and not isinstance(lam, bool):
-        if not 0 <= lam <= 1:
-            raise ValueError(f"a fixed lam must lie in [0, 1], got lam={lam!r}")
-        return None, None, float(lam)
-    if isinstance(lam, torch.distributions.Distribution):
-        support = lam.support
-        if (
-            lam.event_shape == ()
-            and lam.batch_shape == ()
-            and isinstance(support, constraints.interval)
-            and float(support.lower_bound) >= 0
-            and float(support.upper_bound) <= 1
-        ):
-            return None, lam, None
-        raise ValueError(
-            f"lam must be a scalar distribution supported on [0, 1], got {lam!r} with support "
-            f"{support}"
-        )
-    raise TypeError(f"lam must be a float in [0, 1] or a distribution on [0, 1], got {lam!r}")
-
-
-def probmix(alpha=None, graph=None, **kwargs):
+def probmix(
+    fn: Optional[Callable] = None,
+    alpha: Optional[float] = None,
+    graph: Optional[Graph] = None,
+    *,
+    lam=None,
+    beta: float = 0.0,
+    plate: Optional[str] = None,
+    sites: Union[str, Iterable[str], None] = None,
+    fusion: str = "log_linear",
+    label_fusion: str = "linear",
+    criterion: str = "expected_log",
+    num_samples: int = 1,
+    label_kernel: Optional[LabelKernel] = None,
+):
     """
     Effect handler that trains a Pyro model with Probabilistic Mixup.
 
@@ -466,30 +449,43 @@ def probmix(alpha=None, graph=None, **kwargs):
     :math:`\\lambda \\sim p(\\lambda; \\alpha)` per pair, and scored with the label-fused
     log-likelihood (ProbMix, LocKProbMix). Sites made with :func:`~pyro_probmix.embedding` are
     pooled instead, and observed sites after them in the same plate fuse their labels only
-    (M-ProbMix, LocKM-ProbMix). Outside the handler the model is untouched.
+    (M-ProbMix, LocKM-ProbMix). Outside the handler the model is untouched. Like Pyro's
+    handlers it also wraps a callable: ``probmix(model, alpha=0.1)`` is the model run inside
+    the handler at every call.
 
-    Three batching styles:
+    Pairs and lambdas belong to one execution of the model (the guide's and the model's pass of
+    one step share them; the next step draws anew), however the plate is built. Three batching
+    styles:
 
     * **Full batch** (``pyro.plate("data", N)``): row ``i`` is paired with a row of the same plate
-      drawn from ``graph``; every row is scored.
-    * **Subsampled plate** (``pyro.plate("data", N, subsample_size=B)`` and
-      ``probmix(..., plate="data")``): the handler fills the plate's subsample with ``B // 2``
-      anchors, drawn uniformly (without replacement, or with replacement when ``16 B <= N``,
-      which avoids a permutation of all N rows per step), and their graph partners, so partners are
-      evaluated in the same forward pass; partner rows are masked out and the anchors' scores
-      are scaled by ``N / (B // 2)``, an unbiased estimate of the full-data objective.
+      drawn from ``graph``; every row is scored. Row ``r`` is graph node ``r``, unless the plate
+      is given ``subsample=order`` (all N rows in another order): then row ``r`` is node
+      ``order[r]``.
+    * **Subsampled plate** (``pyro.plate("data", N, subsample_size=B)`` built in the model):
+      the handler fills the plate's subsample with ``B // 2`` anchors, drawn uniformly (without
+      replacement, or with replacement when ``16 B <= N``), and their graph partners, so partners
+      are evaluated in the same forward pass; every site of the plate counts its anchor rows
+      only, scaled by ``N / (B // 2)``: an unbiased estimate of the full-data objective. The plate
+      is the one named by ``plate=``, or, for a graph over N training rows, the one subsampled
+      plate of N rows.
     * **Batches built outside Pyro** (``pyro.plate("data", B)`` over a batch the user sliced):
       ``FullGraph`` pairs rows within the batch; graphs over the training set raise an error,
       since the batch rows cannot be matched to graph nodes.
 
+    Cells the model does not score (``poutine.mask``, ``obs_mask``, ``.mask()``) stay unscored and
+    every scored cell keeps its weight; where a partner's cell is not scored, the cell is fused
+    with itself. Observed sites outside the data plate (conditioned global latents) are left
+    alone. A block that fuses no site warns (:class:`NothingFusedWarning`); ``sites=`` names that
+    were never fused raise.
+
+    :param fn: a model to wrap (optional; without it, use ``with probmix(...):``).
     :param float alpha: :math:`\\lambda \\sim Beta(\\alpha, \\alpha)`, alpha > 0.
     :param graph: a :class:`~pyro_probmix.graphs.Graph`; default ``FullGraph()``.
     :param lam: instead of ``alpha``: a float in [0, 1] (fixed lambda) or a scalar distribution
         supported on [0, 1].
     :param float beta: label kernel width: ``N(y, beta I)`` for real labels, ``1[y=k] + beta``
         for discrete ones (§5). Default 0.
-    :param str plate: name of the data plate. Default: each site's only vectorized plate
-        (required for subsampled plates).
+    :param str plate: name of the data plate. Default: each site's only vectorized plate.
     :param sites: names of the sites to fuse (observed and embedding sites); default all.
     :param str fusion: likelihood fusion, ``"log_linear"`` (default) or ``"linear"`` (mixture).
     :param str label_fusion: ``"linear"`` (default, Assumption 4.2) or ``"log_linear"``.
@@ -512,5 +508,23 @@ def probmix(alpha=None, graph=None, **kwargs):
     ...     losses = [svi.step(x, y) for _ in range(200)]
     >>> round(pyro.param("w").item(), 1)
     2.0
+
+    The same objective with the model wrapped, as Pyro's handlers do:
+
+    >>> svi = SVI(probmix(model, alpha=0.2), lambda x, y=None: None, pyro.optim.Adam({"lr": 0.1}), Trace_ELBO())
+    >>> round(svi.evaluate_loss(x, y) / 20, 0) > -5
+    True
     """
-    return ProbMixMessenger(alpha, graph, **kwargs)
+    if fn is not None and not callable(fn):  # probmix(alpha, graph), the handler's first form
+        if graph is not None:
+            raise TypeError(
+                f"probmix takes a model, alpha and graph, or alpha and graph; got a first argument "
+                f"{fn!r} that is not callable and three positional arguments"
+            )
+        fn, alpha, graph = None, fn, alpha
+    messenger = ProbMixMessenger(
+        alpha, graph, lam=lam, beta=beta, plate=plate, sites=sites, fusion=fusion,
+        label_fusion=label_fusion, criterion=criterion, num_samples=num_samples,
+        label_kernel=label_kernel,
+    )
+    return messenger if fn is None else messenger(fn)

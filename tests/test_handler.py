@@ -13,7 +13,7 @@ from pyro.infer.autoguide import AutoNormal
 
 from pyro_probmix import embedding, probmix
 from pyro_probmix.graphs import FullGraph, KNNGraph, WeightedGraph
-from pyro_probmix.handler import ProbMixLikelihood
+from pyro_probmix.handler import NothingFusedWarning, ProbMixLikelihood
 
 
 pytestmark = pytest.mark.usefixtures("fresh_pyro")
@@ -142,11 +142,27 @@ def test_external_batches_pair_within_the_batch_with_full_graph_only():
             elbo_loss(regression_model, batch, batch)
 
 
-def test_unnamed_subsampled_plate_with_knn_graph_is_refused():
+def test_unnamed_subsampled_plate_of_the_graph_size_is_taken_over():
     x = torch.randn(40)
-    with pytest.raises(ValueError, match="plate='data'"):
+    with probmix(alpha=1.0, graph=KNNGraph(x, k=3)) as handler:
+        trace = poutine.trace(regression_model).get_trace(x, x, 10)
+    idx = trace.nodes["data"]["value"]
+    assert handler.pairings["data"].scale == 2.0
+    for a, p in zip(idx[:5].tolist(), idx[5:].tolist()):
+        assert p in handler.graph.neighbors[a].tolist()
+
+
+def test_two_subsampled_plates_of_the_graph_size_are_ambiguous():
+    x = torch.randn(40)
+
+    def model():
+        regression_model(x, x, 10)
+        with pyro.plate("other", 40, subsample_size=10):
+            pass
+
+    with pytest.raises(ValueError, match="'data' and 'other' both subsample.*plate="):
         with probmix(alpha=1.0, graph=KNNGraph(x, k=3)):
-            elbo_loss(regression_model, x, x, 10)
+            elbo_loss(model)
 
 
 def test_nothing_leaks_outside_the_with_block():
@@ -378,7 +394,8 @@ def test_bad_arguments(kwargs, error, match):
 
 
 def test_uniform_lambda_distribution_is_accepted():
-    assert probmix(lam=dist.Uniform(0.2, 0.8)).lam_dist is not None
+    lam = probmix(lam=dist.Uniform(0.2, 0.8)).lam_sampler.sample(1000, "cpu", torch.float32)
+    assert 0.2 <= lam.min() and lam.max() <= 0.8 and lam.std() > 0.1
 
 
 def test_plate_of_one_row():
@@ -393,26 +410,29 @@ def test_subsample_of_one_row():
             elbo_loss(regression_model, torch.randn(10), torch.randn(10), 1)
 
 
-def test_observed_site_outside_any_plate():
+def test_observed_site_outside_any_plate_is_left_alone_and_named_in_the_warning():
     def model():
         pyro.sample("y", dist.Normal(0.0, 1.0), obs=torch.tensor(0.0))
 
-    with pytest.raises(ValueError, match="'y' is outside any vectorized plate"):
+    with pytest.warns(NothingFusedWarning, match="'y' \\(outside any plate\\)"):
         with probmix(alpha=0.1):
-            elbo_loss(model)
+            loss = elbo_loss(model)
+    assert torch.equal(loss, elbo_loss(model))
 
 
-def test_observed_site_outside_the_named_plate():
+def test_observed_site_outside_the_named_plate_is_left_alone():
     def model(x):
         pyro.sample("prior_obs", dist.Normal(0.0, 1.0), obs=torch.tensor(0.0))
         regression_model(x, x)
 
     x = torch.randn(5)
-    with pytest.raises(ValueError, match="'prior_obs' is not inside plate 'data'"):
-        with probmix(alpha=0.1, plate="data"):
+    with probmix(alpha=0.1, plate="data"):
+        trace = poutine.trace(model).get_trace(x)
+    assert isinstance(trace.nodes["y"]["fn"], ProbMixLikelihood)
+    assert type(trace.nodes["prior_obs"]["fn"]) is dist.Normal
+    with pytest.raises(ValueError, match="'prior_obs' is named in sites= but is outside plate 'data'"):
+        with probmix(alpha=0.1, plate="data", sites=["y", "prior_obs"]):
             elbo_loss(model, x)
-    with probmix(alpha=0.1, plate="data", sites=["y"]):  # the remedy the message names
-        elbo_loss(model, x)
 
 
 def test_unsupported_family_names_the_site():

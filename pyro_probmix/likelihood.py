@@ -1,0 +1,195 @@
+# SPDX-License-Identifier: Apache-2.0
+"""
+The fused likelihood of an observed site: the pool of a row's and its partner's distribution,
+scored at both rows' labels (:class:`ProbMixLikelihood`), and :func:`fuse_observed_site`, which
+builds it from a site's distribution, value and mask.
+
+Masks. A cell that the model scores (its mask is true) is scored by the fused likelihood, with
+the weight it has in the model: the site keeps the row's own mask, never the pair's. Where the
+partner's cell is not scored (masked out, padding, a missing label), the cell is fused with
+itself: lambda is 1 there, so the pool is the row's own distribution and the label its own.
+"""
+import torch
+from pyro.distributions import Independent, TorchDistribution
+from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
+
+from .labels import fused_label_log_prob
+from .rows import take_rows
+
+__all__ = ["ProbMixLikelihood", "fuse_observed_site"]
+
+
+class ProbMixLikelihood(TorchDistribution):
+    """
+    The likelihood of a fused observed site: ``log_prob(y)`` is the label-fused log-likelihood
+    :func:`~pyro_probmix.labels.fused_label_log_prob` of the pooled distribution ``base`` for the
+    labels ``(y, partner_value)`` with weights ``lam``. Sampling draws from ``base``.
+
+    With the Dirac kernel (``beta = 0``) and linear label fusion, ``log_prob(y)`` is
+    ``lam log base(y) + (1 - lam) log base(partner_value)``:
+
+    >>> import torch, pyro.distributions as dist
+    >>> from pyro_probmix.labels import DiracKernel
+    >>> base = dist.Normal(torch.zeros(2), 1.0)
+    >>> d = ProbMixLikelihood(base, torch.tensor([1.0, 2.0]), torch.tensor([0.5, 1.0]), DiracKernel(),
+    ...                       "linear", "expected_log", 1)
+    >>> expected = 0.5 * base.log_prob(torch.zeros(2)) + 0.5 * base.log_prob(torch.tensor([1.0, 2.0]))
+    >>> bool(torch.isclose(d.log_prob(torch.zeros(2))[0], expected[0]))
+    True
+    >>> bool(torch.isclose(d.log_prob(torch.zeros(2))[1], base.log_prob(torch.zeros(2))[1]))
+    True
+    """
+
+    arg_constraints = {}
+
+    def __init__(self, base, partner_value, lam, kernel, fusion, criterion, num_samples):
+        self.base = base
+        self.partner_value = partner_value
+        self.lam = lam
+        self.kernel = kernel
+        self.fusion = fusion
+        self.criterion = criterion
+        self.num_samples = num_samples
+        super().__init__(base.batch_shape, base.event_shape, validate_args=False)
+
+    @property
+    def support(self):
+        return self.base.support
+
+    def sample(self, sample_shape=torch.Size()):
+        return self.base.sample(sample_shape)
+
+    def log_prob(self, value):
+        # a continuous family scores integer observations as reals, as plain Pyro does
+        value = value.to(self.partner_value.dtype)
+        return fused_label_log_prob(
+            self.base, value, self.partner_value, self.lam, self.kernel,
+            self.fusion, self.criterion, self.num_samples,
+        )
+
+
+def unmask(fn, mask):
+    """``(fn, mask)`` with the masks of top-level :class:`MaskedDistribution` wrappers moved into
+    ``mask`` (``None``, a bool or a bool tensor), so that they are handled like ``poutine.mask``."""
+    while isinstance(fn, MaskedDistribution):
+        mask = _and(mask, fn._mask)
+        fn = fn.base_dist
+    return fn, mask
+
+
+def _and(a, b):
+    if a is None or a is True:
+        return b
+    if b is None or b is True:
+        return a
+    if a is False or b is False:
+        return False
+    return a & b
+
+
+def _check_no_inner_mask(name, fn):
+    d = fn
+    while isinstance(d, (Independent, ExpandedDistribution)):
+        d = d.base_dist
+        if isinstance(d, MaskedDistribution):
+            raise NotImplementedError(
+                f"site {name!r}: its distribution masks cells inside the event "
+                f"({type(fn).__name__} of a masked {type(d.base_dist).__name__}); probmix "
+                f"needs the mask over batch cells to keep every scored cell: write "
+                f"d.to_event(n).mask(m), or use poutine.mask(mask=m), with m over the batch dims"
+            )
+
+
+def _check_value(name, fn, value):
+    """The observed value in the distribution's dtype, after the checks plain Pyro makes."""
+    expected = fn.batch_shape + fn.event_shape
+    try:
+        fits = torch.broadcast_shapes(value.shape, expected) == expected
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"site {name!r}: the observed value has shape {tuple(value.shape)}, which does not "
+            f"broadcast to the distribution's batch_shape + event_shape {tuple(expected)}; "
+            f"probmix pairs the rows of the distribution, so its shape must cover the value's"
+        )
+    if getattr(fn, "_validate_args", False):
+        support = fn.support
+        inside = support.check(value)
+        if not support.is_discrete:
+            inside = inside & torch.isfinite(value).reshape(value.shape[: value.dim() - support.event_dim] + (-1,)).all(-1)
+        if not bool(inside.all()):
+            raise ValueError(
+                f"site {name!r}: observed values outside the support {support} of "
+                f"{type(fn).__name__}"
+                + ("" if support.is_discrete else " or not finite")
+                + f" (first at index {tuple(int(i) for i in (~inside).nonzero()[0])}); a fused "
+                f"pair scores both rows' values, so every value must be valid"
+            )
+    if not support_is_discrete(fn) and not torch.is_floating_point(value):
+        # a continuous family scores integer values as reals, as plain Pyro does
+        value = value.to(_param_dtype(fn, value))
+    return value
+
+
+def support_is_discrete(fn):
+    try:
+        return fn.support.is_discrete
+    except NotImplementedError:
+        return False
+
+
+def _param_dtype(fn, value):
+    try:
+        return fn.mean.dtype
+    except NotImplementedError:
+        return torch.get_default_dtype()
+
+
+def fuse_observed_site(msg, dim, pairing, pool, kernel_of, label_fusion, criterion, num_samples):
+    """
+    Replaces the distribution of an observed site (``msg``) by its :class:`ProbMixLikelihood`
+    along plate dim ``dim`` with ``pairing``; ``kernel_of(base)`` gives the label kernel.
+    The site keeps its own mask: see the module's docstring.
+    """
+    name = msg["name"]
+    fn, mask = unmask(msg["fn"], msg["mask"])
+    _check_no_inner_mask(name, fn)
+    if mask is False:
+        return  # no cell of the site is scored: nothing to fuse
+    value = _check_value(name, fn, msg["value"])
+    rows = fn.batch_shape[dim] if len(fn.batch_shape) >= -dim else None
+    if rows != pairing.partner.shape[0]:
+        raise ValueError(
+            f"site {name!r}: {type(fn).__name__} has batch_shape {tuple(fn.batch_shape)}, which "
+            f"does not have the {pairing.partner.shape[0]} rows of its data plate at dim {dim}"
+        )
+    partner = pairing.partner
+    event_dim = len(fn.event_shape)
+    value = value.expand(fn.batch_shape + fn.event_shape)
+    lam = pairing.lam_in(value.dtype if torch.is_floating_point(value) else _param_dtype(fn, value))
+    lam = lam.reshape((-1,) + (1,) * (-dim - 1))
+    partner_value = value.index_select(dim - event_dim, partner)
+    if isinstance(mask, torch.Tensor):
+        partner_scored = _partner_cells(mask, dim, partner)
+        lam = torch.where(partner_scored, lam, lam.new_ones(()))
+        keep = partner_scored.reshape(partner_scored.shape + (1,) * event_dim)
+        partner_value = torch.where(keep, partner_value, value)
+    if pairing.embedded:
+        base = fn  # M-ProbMix: the embedding is fused already; fuse the labels only
+    else:
+        try:
+            base = pool(fn, take_rows(fn, partner, dim), lam)
+        except (NotImplementedError, ValueError) as e:
+            raise type(e)(f"site {name!r}: {e}") from e
+    msg["fn"] = ProbMixLikelihood(
+        base, partner_value, lam, kernel_of(base), label_fusion, criterion, num_samples
+    )
+    msg["mask"] = mask
+
+
+def _partner_cells(mask, dim, partner):
+    """Whether each cell's partner cell is scored, shaped like ``mask`` broadcast along ``dim``."""
+    if mask.dim() < -dim or mask.shape[dim] == 1:
+        return mask  # the mask is the same for every row of the plate
+    return mask.index_select(dim, partner)
