@@ -109,6 +109,7 @@ class ProbMixMessenger(Messenger):
         self._latest = {}  # plate name -> latest Pairing, for inspection
         self._fused = set()  # names of the sites fused in this block
         self._left_alone = {}  # site name -> why it was not fused
+        self._embedding_sites = set()
 
     def __enter__(self):
         if any(isinstance(m, ProbMixMessenger) for m in _PYRO_STACK):
@@ -123,6 +124,16 @@ class ProbMixMessenger(Messenger):
         result = super().__exit__(exc_type, exc_value, traceback)
         if exc_type is None:
             self._check_block()
+        elif exc_type is RuntimeError:
+            for name in self._embedding_sites:
+                if f"site {name} must be sampled in trace" in str(exc_value):
+                    raise RuntimeError(
+                        f"embedding site {name!r} is in the guide: embedding() marks a "
+                        f"stochastic hidden layer of the model, which M-ProbMix pools and which "
+                        f"adds no term to the ELBO; a latent variable of the guide is a "
+                        f"pyro.sample site. Move the embedding into the model, or use pyro.sample "
+                        f"in the guide"
+                    ) from exc_value
         return result
 
     @property
@@ -291,6 +302,7 @@ class ProbMixMessenger(Messenger):
 
     # ----------------------------------------------------------------- fusion
     def _fuse_embedding(self, msg):
+        self._embedding_sites.add(msg["name"])
         frame = self._site_plate(msg)
         if frame is None:
             return

@@ -431,3 +431,20 @@ def test_embedding_in_the_data_plate_is_fused_with_the_pairs_of_the_observation(
         trace = poutine.trace(model).get_trace()
     partner = handler.pairings["data"].partner
     assert torch.allclose(trace.nodes["z"]["value"], 0.25 * x + 0.75 * x[partner])
+
+
+def test_embedding_in_a_guide_is_refused_with_the_fix():
+    x = torch.randn(6, 2)
+
+    def model():
+        with pyro.plate("data", 6):
+            z = pyro.sample("z", dist.Normal(torch.zeros(6, 2), 1.0).to_event(1))
+            pyro.sample("y", dist.Normal(z.sum(-1), 1.0), obs=torch.zeros(6))
+
+    def guide():
+        with pyro.plate("data", 6):
+            embedding("z", dist.Normal(x, 1.0).to_event(1))
+
+    with pytest.raises(RuntimeError, match="embedding site 'z' is in the guide.*Move the embedding into the model"):
+        with probmix(alpha=0.5):
+            loss_of(model, guide=guide)
