@@ -11,6 +11,7 @@ A :class:`Pairing` belongs to one execution of the model. It is drawn in one of 
   observed are known (the mask of the site that draws the pairs), partners of observed rows are
   drawn among observed rows.
 """
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -104,23 +105,36 @@ class LambdaSampler:
 
 def sample_symmetric_beta(alpha, n, device=None, dtype=None):
     """
-    ``n`` draws of lambda ~ Beta(alpha, alpha): the ratio of two Gamma(alpha) draws, in log space.
-    For alpha < 1, Gamma(alpha) = Gamma(alpha + 1) U^(1/alpha) (Marsaglia and Tsang), so the tiny
-    draws of small alpha do not underflow to 0/0. Faster than ``Beta(alpha, alpha).sample``.
+    ``n`` draws of lambda ~ Beta(alpha, alpha).
+
+    For alpha <= 1, Joehnk's method: with X = U^(1/alpha), Y = V^(1/alpha) for uniform U, V,
+    X / (X + Y) given X + Y <= 1 is Beta(alpha, alpha); it accepts a pair with probability
+    Gamma(alpha + 1)^2 / Gamma(2 alpha + 1) (0.99 at alpha = 0.1, 0.5 at alpha = 1) and, in log
+    space, never underflows for small alpha. It costs a few element-wise passes, against the
+    per-element rejection loop of a Gamma draw (about 5x as much here). For alpha > 1, the ratio
+    of two Gamma(alpha) draws.
 
     >>> lam = sample_symmetric_beta(0.1, 100000)
     >>> bool(abs(lam.mean() - 0.5) < 0.01), bool(abs(lam.var() - 1 / (4 * 1.2)) < 0.01)
     (True, True)
     """
-    boosted = alpha < 1
-    concentration = torch.full((2, n), alpha + 1.0 if boosted else alpha, device=device, dtype=dtype)
-    # torch.distributions.Gamma samples with this same kernel; calling it directly skips the
-    # per-call construction and validation that dominate for small n
-    log_gamma = torch._standard_gamma(concentration).log_()
-    if boosted:
-        # log U^(1/alpha) = -Exponential(rate=alpha)
-        log_gamma.sub_(torch.empty_like(log_gamma).exponential_(alpha))
-    return torch.sigmoid(log_gamma[0] - log_gamma[1])
+    if alpha > 1:
+        concentration = torch.full((2, n), float(alpha), device=device, dtype=dtype)
+        # torch.distributions.Gamma samples with this same kernel; calling it directly skips
+        # the per-call construction and validation that dominate for small n
+        gamma = torch._standard_gamma(concentration)
+        return gamma[0] / (gamma[0] + gamma[1])
+    acceptance = math.exp(2 * math.lgamma(alpha + 1) - math.lgamma(2 * alpha + 1))
+    draws, missing = [], n
+    while missing > 0:
+        size = int(missing / acceptance * 1.1) + 16
+        # 1 - U lies in (0, 1], so its log is finite
+        log_xy = torch.rand(2, size, device=device, dtype=dtype).neg_().add_(1).log_().div_(alpha)
+        accepted = torch.logaddexp(log_xy[0], log_xy[1]) <= 0
+        lam = torch.sigmoid(log_xy[0] - log_xy[1])[accepted][:missing]
+        draws.append(lam)
+        missing -= len(lam)
+    return draws[0] if len(draws) == 1 else torch.cat(draws)
 
 
 def draw_subsample(graph, lam_sampler, plate, size, batch, device, dtype, layouts):
