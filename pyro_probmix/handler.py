@@ -18,7 +18,8 @@ from .graphs import FullGraph, Graph
 from .labels import CRITERIA, LABEL_FUSIONS, LabelKernel, check_beta, default_label_kernel
 from .likelihood import ProbMixLikelihood, fuse_observed_site, support_is_discrete, unmask
 from .pairing import LambdaSampler, Pairing, draw_subsample, draw_within, sample_symmetric_beta
-from .pooling import get_pooler
+from .closed_forms import closed_form_likelihood
+from .pooling import get_pooler, log_linear_pool
 from .rows import take_rows
 
 __all__ = [
@@ -51,8 +52,8 @@ class ProbMixMessenger(Messenger):
     >>> handler = ProbMixMessenger(lam=0.5)
     >>> with handler:
     ...     trace = poutine.trace(model).get_trace(torch.zeros(4))
-    >>> type(trace.nodes["y"]["fn"]).__name__, handler.pairings["data"].lam.tolist()
-    ('ProbMixLikelihood', [0.5, 0.5, 0.5, 0.5])
+    >>> isinstance(trace.nodes["y"]["fn"], ProbMixLikelihood), handler.pairings["data"].lam.tolist()
+    (True, [0.5, 0.5, 0.5, 0.5])
     """
 
     def __init__(
@@ -336,6 +337,7 @@ class ProbMixMessenger(Messenger):
         fuse_observed_site(
             msg, frame.dim, pairing, self.pool, lambda base: self._kernel(msg, base),
             self.label_fusion, self.criterion, self.num_samples,
+            closed_form_likelihood if self.pool is log_linear_pool else None,
         )
 
     def _kernel(self, msg, d):

@@ -146,11 +146,15 @@ def _param_dtype(fn, value):
         return torch.get_default_dtype()
 
 
-def fuse_observed_site(msg, dim, pairing, pool, kernel_of, label_fusion, criterion, num_samples):
+def fuse_observed_site(
+    msg, dim, pairing, pool, kernel_of, label_fusion, criterion, num_samples, closed_form=None
+):
     """
     Replaces the distribution of an observed site (``msg``) by its :class:`ProbMixLikelihood`
-    along plate dim ``dim`` with ``pairing``; ``kernel_of(base)`` gives the label kernel.
-    The site keeps its own mask: see the module's docstring.
+    along plate dim ``dim`` with ``pairing``; ``kernel_of(base)`` gives the label kernel, and
+    ``closed_form`` (:func:`~pyro_probmix.closed_forms.closed_form_likelihood`, for log-linear
+    pooling) a closed form where one is registered. The site keeps its own mask: see the
+    module's docstring.
     """
     name = msg["name"]
     fn, mask = unmask(msg["fn"], msg["mask"])
@@ -175,6 +179,12 @@ def fuse_observed_site(msg, dim, pairing, pool, kernel_of, label_fusion, criteri
         lam = torch.where(partner_scored, lam, lam.new_ones(()))
         keep = partner_scored.reshape(partner_scored.shape + (1,) * event_dim)
         partner_value = torch.where(keep, partner_value, value)
+    if closed_form is not None and not pairing.embedded:
+        fused = closed_form(fn, partner, dim, lam, partner_value, kernel_of(fn), label_fusion, criterion)
+        if fused is not None:
+            msg["fn"] = fused
+            msg["mask"] = mask
+            return
     if pairing.embedded:
         base = fn  # M-ProbMix: the embedding is fused already; fuse the labels only
     else:
