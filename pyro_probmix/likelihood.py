@@ -12,6 +12,7 @@ itself: lambda is 1 there, so the pool is the row's own distribution and the lab
 import torch
 from pyro.distributions import Independent, TorchDistribution
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
+from torch.distributions import constraints
 
 from .labels import fused_label_log_prob
 from .rows import take_rows
@@ -115,9 +116,15 @@ def _check_value(name, fn, value):
         )
     if getattr(fn, "_validate_args", False):
         support = fn.support
-        inside = support.check(value)
-        if not support.is_discrete:
-            inside = inside & torch.isfinite(value).reshape(value.shape[: value.dim() - support.event_dim] + (-1,)).all(-1)
+        if support is constraints.real:
+            inside = torch.isfinite(value)  # the common case in one pass: NaN fails it too
+        else:
+            inside = support.check(value)
+            if not support.is_discrete:
+                finite = torch.isfinite(value)
+                if support.event_dim:
+                    finite = finite.flatten(-support.event_dim).all(-1)
+                inside = inside & finite
         if not bool(inside.all()):
             raise ValueError(
                 f"site {name!r}: observed values outside the support {support} of "
