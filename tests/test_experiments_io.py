@@ -126,7 +126,7 @@ def test_records_are_written_atomically_and_keyed(tmp_path):
 
 
 TOY = ["toy-regression", "--methods", "ERM", "ProbMix", "--runs", "3", "--alphas", "0.1", "0.5",
-       "--betas", "0", "--epochs", "30", "--group-size", "1", "--no-report"]
+       "--betas", "0", "--weight-decays", "0", "--epochs", "30", "--group-size", "1", "--no-report"]
 TOY_RUNS = 2 * 3 + 3  # ProbMix: grid x runs (ablation), ERM: runs
 
 

@@ -70,6 +70,9 @@ def _add_training(p, experiment):
     p.add_argument("--eval-every", type=_positive_int, default=1, help="epochs between validation checks")
     p.add_argument("--alphas", nargs="+", type=float, default=None, help="alpha grid (default 0.01 0.05 0.1 0.5 1)")
     p.add_argument("--betas", nargs="+", type=float, default=None, help="beta grid (default 0 0.01)")
+    p.add_argument("--weight-decays", nargs="+", type=float, default=None,
+                   help="weight-decay grid of ERM, M-ERM, M-ERM-star (default: 0 and log-spaced 1e-6..1e-2, "
+                        "as many points as the alpha x beta grid)")
     p.add_argument("--select-splits", type=_positive_int, default=3, help="units used to select alpha, beta")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--jobs", type=_positive_int, default=1, help="groups trained in parallel (processes)")
@@ -149,6 +152,7 @@ def _train(args):
         eval_every=args.eval_every,
         alphas=args.alphas or ALPHAS,
         betas=args.betas if args.betas is not None else BETAS,
+        weight_decays=args.weight_decays,
         select_splits=args.select_splits,
         device=args.device,
         jobs=args.jobs,
