@@ -192,7 +192,7 @@ def _synthetic(out):
             for split in range(4):
                 spec = RunSpec.make("uci", ds, method, split, 0, "mlp", hp, {"epochs": 10})
                 metrics = {"nll": base + shift + 0.02 * split, "rmse": 2.0 + shift, "crps": 1.0,
-                           "coverage": {"0.5": 0.5, "0.9": 0.9}}
+                           "coverage": {"0.5": 0.5, "0.9": 0.9}, "pit_hist": [2] * 10}
                 store.write(spec, {"metrics": {"test": metrics, "val": {"nll": 1.0}}},
                             {"test_pit": rng.uniform(size=20)})
             if method == "ProbMix":  # a worse configuration: must not be reported

@@ -116,6 +116,8 @@ def build_parser():
     rep.add_argument("--out", default="results")
     rep.add_argument("--experiments", nargs="+", choices=list(TRAINING))
     rep.add_argument("--no-figures", action="store_true")
+    rep.add_argument("--from-csv", nargs="+", metavar="FILE",
+                     help="rebuild the tables and figures from per-run CSV files (<experiment>_runs.csv) alone")
     rep.add_argument("--quiet", action="store_true")
     dl = sub.add_parser("download", help="fetch the UCI splits and the stock CSVs")
     dl.add_argument("--dest", help="destination folder (default: data/ in the checkout); writes uci/ and stocks/")
@@ -198,7 +200,7 @@ def main(argv=None):
         if args.experiment == "report":
             from .report import write_report
 
-            path = write_report(args.out, args.experiments, figures=not args.no_figures)
+            path = write_report(args.out, args.experiments, figures=not args.no_figures, from_csv=args.from_csv)
             if not args.quiet:
                 print(f"report: {path}")
             return 0
