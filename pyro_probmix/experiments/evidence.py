@@ -48,7 +48,12 @@ def compare(runs, reference, metric, better):
 
 def beats(comparison):
     """Whether a comparison is evidence of a better method: p < :data:`SIGNIFICANCE` and more
-    wins than losses."""
+    wins than losses.
+
+    >>> from pyro_probmix.experiments.stats import PairedComparison
+    >>> beats(PairedComparison(6, 0, 0, 6, 0.031)), beats(PairedComparison(5, 0, 1, 6, 0.062)), beats(None)
+    (True, False, False)
+    """
     return comparison is not None and comparison.pvalue < SIGNIFICANCE and comparison.wins > comparison.losses
 
 

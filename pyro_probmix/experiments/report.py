@@ -23,7 +23,6 @@ import csv
 import io
 import json
 import math
-import sys
 from collections import OrderedDict, defaultdict
 from pathlib import Path
 
@@ -31,23 +30,17 @@ import numpy as np
 
 from .data import EXTRA_UCI_DATASETS, PAPER_UCI_DATASETS, STOCK_TICKERS, ExperimentError
 from .evidence import control_sentence, paired_tables
-from .methods import METHOD_NAMES, METHODS
+from .methods import METHODS
 from .paper_numbers import PAPER, RESCALED, TABLE_NAMES
 from .records import RecordStore
+from .report_figures import ablation_section, dataset_figures
 from .runs_csv import read_runs_csv, row_record, run_row, write_runs_csv
 from .sweep import load_selection
+from .tables import METRICS, aggregate, format_cell, hp_key, markdown_table, method_order
 
 __all__ = ["write_report", "report_runs", "final_records", "group_runs", "aggregate", "format_cell", "markdown_table"]
 
-#: metric -> (label, better): lower or higher is better
-METRICS = {
-    "nll": ("NLL", "min"),
-    "rmse": ("RMSE", "min"),
-    "mse": ("MSE", "min"),
-    "crps": ("CRPS", "min"),
-    "accuracy": ("Accuracy", "max"),
-    "ece": ("ECE", "min"),
-}
+#: experiment -> the metrics of its tables
 TABLE_METRICS = {
     "toy-regression": ("mse", "nll", "crps"),
     "toy-classification": ("accuracy", "nll", "ece"),
@@ -55,14 +48,6 @@ TABLE_METRICS = {
     "stocks": ("nll", "rmse", "crps"),
 }
 EXPERIMENT_ORDER = ("toy-regression", "toy-classification", "uci", "stocks")
-
-
-def _method_order(name):
-    return METHOD_NAMES.index(name) if name in METHOD_NAMES else len(METHOD_NAMES)
-
-
-def _hp_key(hparams):
-    return json.dumps(hparams, sort_keys=True)
 
 
 def _val_nll(rec):
@@ -75,11 +60,11 @@ def _choose_by_rule(recs):
     units 0-2 (all units when none of them is recorded)."""
     by_train = defaultdict(list)
     for r in recs:
-        by_train[_hp_key(r["key"]["train"])].append(r)
+        by_train[hp_key(r["key"]["train"])].append(r)
     train = max(by_train, key=lambda k: (len(by_train[k]), json.loads(k).get("epochs", 0)))
     by_hp = defaultdict(list)
     for r in by_train[train]:
-        by_hp[_hp_key(r["key"]["hparams"])].append(r)
+        by_hp[hp_key(r["key"]["hparams"])].append(r)
 
     def score(k):
         sel = [r for r in by_hp[k] if r["key"]["split"] < 3] or by_hp[k]
@@ -112,7 +97,7 @@ def group_runs(runs):
         grouped[(k["experiment"], k["arch"], k["dataset"])][k["method"]].append(run)
     return OrderedDict(
         (key, OrderedDict((m, sorted(grouped[key][m], key=lambda r: (r["key"]["split"], r["key"]["seed"])))
-                          for m in sorted(grouped[key], key=_method_order)))
+                          for m in sorted(grouped[key], key=method_order)))
         for key in sorted(grouped, key=_report_order)
     )
 
@@ -148,230 +133,12 @@ def final_records(out, records):
         result[(experiment, arch, dataset)] = methods
     return result
 
-
-def aggregate(recs, metric):
-    """``(mean, std, n)`` of a test metric over runs (non-finite values count as inf); the std of
-    a single run is undefined (nan).
-
-    >>> records = [{"metrics": {"test": {"nll": v}}} for v in (1.0, 2.0, 3.0)]
-    >>> aggregate(records, "nll")
-    (2.0, 1.0, 3)
-    >>> aggregate(records[:1], "nll")
-    (1.0, nan, 1)
-    >>> aggregate(records, "rmse") is None
-    True
-    """
-    values = []
-    for r in recs:
-        v = r["metrics"]["test"].get(metric)
-        if v is None:
-            continue
-        values.append(float(v) if math.isfinite(float(v)) else math.inf)
-    if not values:
-        return None
-    arr = np.asarray(values)
-    if not np.all(np.isfinite(arr)):
-        return (math.inf, math.nan, len(values))
-    std = float(arr.std(ddof=1)) if len(arr) > 1 else math.nan
-    return (float(arr.mean()), std, len(values))
-
-
-def _num(x, fixed):
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return f"{x:.2f}" if fixed else f"{x:.2e}"
-
-
-def format_cell(stat, bold=False):
-    """``mean ± std``, both with 2 decimals, or both in scientific notation when the mean is below
-    0.01 or above 1e5 in magnitude; the mean alone for a single run (``n = 1``: no std).
-
-    >>> format_cell((1.234, 0.5, 3))
-    '1.23 ± 0.50'
-    >>> format_cell((0.00123, 0.0004, 3), bold=True)
-    '**1.23e-03 ± 4.00e-04**'
-    >>> format_cell((1.234, float("nan"), 1))
-    '1.23'
-    >>> format_cell(None)
-    '–'
-    """
-    if stat is None:
-        return "–"
-    mean, std = stat[0], stat[1]
-    fixed = not math.isfinite(mean) or mean == 0 or 0.01 <= abs(mean) < 1e5
-    text = _num(mean, fixed) if stat[2] == 1 else f"{_num(mean, fixed)} ± {_num(std, fixed)}"
-    return f"**{text}**" if bold else text
-
-
-def _best(stats, better):
-    if better not in ("min", "max"):
-        return None
-    finite = {m: s[0] for m, s in stats.items() if s is not None and math.isfinite(s[0])}
-    if not finite:
-        return None
-    pick = min if better == "min" else max
-    target = pick(finite.values())
-    return {m for m, v in finite.items() if v == target}
-
-
-def markdown_table(rows, methods, better, first_col="Dataset", marks=None):
-    """``rows``: ``{row name: {method: (mean, std, n) or None}}``; best per row in bold.
-
-    >>> rows = {"yacht": {"ERM": (1.0, 0.1, 3), "ProbMix": (0.5, 0.2, 3)}}
-    >>> print(markdown_table(rows, ["ERM", "ProbMix"], "min"))
-    | Dataset | ERM | ProbMix |
-    |---|---|---|
-    | yacht | 1.00 ± 0.10 | **0.50 ± 0.20** |
-    """
-    marks = marks or {}
-    lines = [f"| {first_col} | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
-    for row, stats in rows.items():
-        best = _best(stats, better) or set()
-        cells = [format_cell(stats.get(m), m in best) for m in methods]
-        lines.append(f"| {row}{marks.get(row, '')} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def _csv_text(header, rows):
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header)
     writer.writerows(rows)
     return buf.getvalue()
-
-
-# ----------------------------------------------------------------------------- figures
-def _plots():
-    try:
-        from . import plots
-    except ImportError as e:  # matplotlib missing
-        print(f"report: figures skipped ({e})", file=sys.stderr)
-        return None
-    return plots
-
-
-def _figure(notes, fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except Exception as e:  # a figure must never break the tables
-        notes.append(f"figure {getattr(fn, '__name__', fn)} failed: {e}")
-        return None
-
-
-def _figures(store, key, methods, figdir, notes):
-    """The figures of one dataset: PIT histograms and coverage from the runs' scores; for the toy
-    experiments also those drawn from the records' prediction arrays (``store``; ``None`` when
-    the runs come from a CSV)."""
-    plots = _plots()
-    if plots is None:
-        return []
-    experiment, arch, dataset = key
-    stem = f"{experiment}_{arch}_{dataset}" if experiment == "stocks" else f"{experiment}_{dataset}"
-    made = []
-    if experiment in ("toy-regression", "uci", "stocks"):
-        pits = {m: np.sum([r["metrics"]["test"]["pit_hist"] for r in recs if "pit_hist" in r["metrics"]["test"]], 0)
-                for m, recs in methods.items() if any("pit_hist" in r["metrics"]["test"] for r in recs)}
-        if pits:
-            bins = len(next(iter(pits.values())))
-            made.append(_figure(notes, plots.plot_pit_histograms, pits, figdir / f"{stem}_pit.png", bins, counted=True))
-        cov = {}
-        for m, recs in methods.items():
-            levels = defaultdict(list)
-            for r in recs:
-                for lvl, v in (r["metrics"]["test"].get("coverage") or {}).items():
-                    levels[float(lvl)].append(v)
-            if levels:
-                cov[m] = {lvl: float(np.mean(v)) for lvl, v in sorted(levels.items())}
-        if cov:
-            made.append(_figure(notes, plots.plot_coverage, cov, figdir / f"{stem}_coverage.png"))
-    if store is None:
-        arrays = {m: [{} for _ in recs] for m, recs in methods.items()}
-    else:
-        arrays = {m: [store.arrays(r["record"]) or {} for r in recs] for m, recs in methods.items()}
-    if experiment == "toy-regression":
-        bands, data = {}, None
-        for m, arrs in arrays.items():
-            if arrs and "grid_mean" in arrs[0]:
-                bands[m] = (arrs[0]["grid_mean"], arrs[0]["grid_std"])
-                data = data or arrs[0]
-        if bands and data is not None:
-            made.append(_figure(
-                notes, plots.plot_regression_bands, data["x_train_raw"], data["y_train_raw"], data["x_grid_raw"],
-                bands, figdir / f"{stem}_bands.png", data["x_test_raw"], data["y_test_raw"], truth=lambda x: x**3,
-            ))
-    if experiment == "toy-classification":
-        probs, data = {}, None
-        for m, arrs in arrays.items():
-            if arrs and "grid_probs" in arrs[0]:
-                shape = arrs[0]["grid_xx"].shape
-                probs[m] = arrs[0]["grid_probs"].reshape(shape + (-1,))
-                data = data or arrs[0]
-        if probs and data is not None:
-            made.append(_figure(
-                notes, plots.plot_decision_boundaries, data["x_train_raw"], data["y_train_raw"],
-                data["grid_xx"], data["grid_yy"], probs, figdir / f"{stem}_boundaries.png",
-            ))
-        rel = {}
-        for m, recs in methods.items():
-            conf_sum = acc_sum = counts = None
-            for r in recs:
-                b = r["metrics"]["test"].get("reliability")
-                if not b:
-                    continue
-                n = np.asarray(b["counts"], dtype=float)
-                c = np.nan_to_num(np.asarray([np.nan if v is None else v for v in b["confidence"]], dtype=float))
-                a = np.nan_to_num(np.asarray([np.nan if v is None else v for v in b["accuracy"]], dtype=float))
-                conf_sum = c * n if conf_sum is None else conf_sum + c * n
-                acc_sum = a * n if acc_sum is None else acc_sum + a * n
-                counts = n if counts is None else counts + n
-            if counts is not None:
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    rel[m] = (conf_sum / counts, acc_sum / counts, counts.astype(np.int64))
-        if rel:
-            made.append(_figure(notes, plots.plot_reliability, rel, figdir / f"{stem}_reliability.png"))
-    return [p for p in made if p is not None]
-
-
-def _ablation(runs, plain, experiment, dataset, figdir, notes, figures):
-    """Tables and (with ``figures``) box plots over runs per (alpha, beta), as the paper's
-    Figures 4-13 and 15-24: every configuration of the mixing methods in ``runs``; the methods
-    without mixing (``plain``: ``{method: runs}``, ERM and the controls) with their chosen
-    configuration in every panel."""
-    plots = _plots() if figures else None
-    metrics = ("mse", "nll") if experiment == "toy-regression" else ("accuracy", "nll")
-    recs = [r for r in runs if r["key"]["experiment"] == experiment and r["key"]["dataset"] == dataset
-            and r["key"]["method"] not in plain]
-    by_train = defaultdict(list)
-    for r in recs:
-        by_train[_hp_key(r["key"]["train"])].append(r)
-    if not by_train:
-        return [], ""
-    recs = max(by_train.values(), key=len)
-    configs = sorted({(r["key"]["hparams"].get("alpha"), r["key"]["hparams"].get("beta")) for r in recs},
-                     key=lambda t: (t[1], t[0]))
-    made, lines = [], []
-    for alpha, beta in configs:
-        per = OrderedDict(plain)
-        for r in sorted(recs, key=lambda r: _method_order(r["key"]["method"])):
-            hp = r["key"]["hparams"]
-            if hp.get("alpha") == alpha and hp.get("beta") == beta:
-                per.setdefault(r["key"]["method"], []).append(r)
-        rows = OrderedDict()
-        for metric in metrics:
-            values = {m: [float(x["metrics"]["test"][metric]) for x in rs] for m, rs in per.items()}
-            label = METRICS[metric][0]
-            if plots is not None:
-                path = figdir / f"{experiment}_ablation_{metric}_alpha{alpha}_beta{beta}.png"
-                made.append(_figure(notes, plots.plot_boxplots, values, path, label,
-                                    f"{experiment}: test {label} (α = {alpha}, β = {beta})"))
-            rows[f"{label}"] = {m: aggregate(rs, metric) for m, rs in per.items()}
-        methods = list(per)
-        for metric_label, stats in rows.items():
-            better = "max" if metric_label == "Accuracy" else "min"
-            lines.append(f"\n*α = {alpha}, β = {beta}*\n\n" + markdown_table({metric_label: stats}, methods, better, "Metric"))
-    return [p for p in made if p is not None], "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- report
@@ -465,7 +232,7 @@ def _write(rep, runs, store, figures):
     for (experiment, arch), datasets in experiments_seen.items():
         title = experiment + (f" ({arch})" if experiment == "stocks" else "")
         md += [f"## {title}", ""]
-        methods_all = sorted({m for ms in datasets.values() for m in ms}, key=_method_order)
+        methods_all = sorted({m for ms in datasets.values() for m in ms}, key=method_order)
         for metric in TABLE_METRICS.get(experiment, ("nll",)):
             label, better = METRICS[metric]
             rows = OrderedDict((ds, {m: aggregate(ms.get(m, []), metric) for m in methods_all}) for ds, ms in datasets.items())
@@ -497,7 +264,7 @@ def _write(rep, runs, store, figures):
                     csv_rows.append([ds, m, *(s if s else ("", "", 0)), *(p if p else ("", ""))])
                     if s:
                         hp = datasets[ds][m][0]["key"]["hparams"] if datasets[ds].get(m) else {}
-                        summary_rows.append([experiment, arch, ds, m, metric, s[0], s[1], s[2], _hp_key(hp),
+                        summary_rows.append([experiment, arch, ds, m, metric, s[0], s[1], s[2], hp_key(hp),
                                              *(p if p else ("", ""))])
             (rep / f"{name}.csv").write_text(_csv_text(["dataset", "method", "mean", "std", "n", "paper_mean", "paper_std"], csv_rows))
             if better in ("min", "max"):
@@ -531,14 +298,14 @@ def _write(rep, runs, store, figures):
         figs = []
         if figures:
             for ds, ms in datasets.items():
-                figs += _figures(store, (experiment, arch, ds), ms, figdir, notes)
+                figs += dataset_figures(store, (experiment, arch, ds), ms, figdir, notes)
             if experiment.startswith("toy") and store is None:
                 notes.append(f"{experiment}: the figures drawn over an input grid (bands, decision boundaries) "
                              "need the records' prediction arrays; not drawn from the per-run CSV")
         if experiment.startswith("toy"):
             for ds, ms in datasets.items():
                 plain = OrderedDict((m, rs) for m, rs in ms.items() if m in METHODS and METHODS[m].family == "erm")
-                ab_figs, ab_md = _ablation(runs, plain, experiment, ds, figdir, notes, figures)
+                ab_figs, ab_md = ablation_section(runs, plain, experiment, ds, figdir, notes, figures)
                 figs += ab_figs
                 if ab_md:
                     md += ["### Ablation over (α, β): test scores of every configuration", ab_md, ""]

@@ -101,7 +101,14 @@ def row_record(row):
 
 
 def write_runs_csv(path, rows):
-    """Write ``rows`` (from :func:`run_row`) to ``path``; returns the path."""
+    """Write ``rows`` (from :func:`run_row`) to ``path`` (its folder is created); returns the path.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = write_runs_csv(Path(tmp, "report", "uci_runs.csv"), [])
+    ...     path.read_text().startswith("experiment,arch,dataset,method,split,seed,role,hparams,train,nll,")
+    True
+    """
     buf = io.StringIO()
     writer = csv.DictWriter(buf, COLUMNS, lineterminator="\n")
     writer.writeheader()
