@@ -382,7 +382,8 @@ def _val_nll(store, spec):
 
 
 def select_hparams(opts, dataset, arch, method_name):
-    """``(chosen hparams, {config: mean val NLL})`` for one method (ERM: no hyper-parameters).
+    """``(chosen hparams, {config: mean val NLL})`` for one method, over its grid
+    (:meth:`SweepOptions.grid`).
 
     >>> import tempfile
     >>> tmp = tempfile.TemporaryDirectory()

@@ -209,7 +209,7 @@ def _val_nll(net, method, task, x, y, seed, samples):
 
 def objective(method, task, net, x, y, graph=None, batch=None):
     """``(loss, handler, trace)`` of one training step: ``-log p(y | x) / N`` of the Pyro model
-    (inside ``probmix`` for every method but ERM), the handler (``None`` for ERM), whose
+    (inside ``probmix`` for every mixing method), the handler (``None`` for ERM and the controls), whose
     ``pairings["data"]`` holds the pairs and lambdas the step used, and the model's trace.
 
     :param x: ``(R, N, ...)`` tensor of inputs.
