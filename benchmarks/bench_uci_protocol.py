@@ -6,7 +6,8 @@ For every dataset and method, times the set-up and a few full-batch epochs (trai
 as in the sweep) of one group of the size the sweep uses (``ROWS_PER_GROUP`` training rows), once
 for the selection groups (3 splits) and once for the final groups (all splits), and projects:
 
-* selection: every method but ERM x 10 (alpha, beta) configurations x 3 splits;
+* selection: every method x 10 configurations ((alpha, beta), or weight decays for ERM and the
+  controls M-ERM, M-ERM-star) x 3 splits;
 * final runs: every method x all splits, less the 3 selection runs of the chosen configuration
   (recorded already).
 
@@ -70,9 +71,8 @@ def main():
         cap = max(1, ROWS_PER_GROUP // rows)
         for name in args.methods:
             seconds = 0.0
-            plan = [(min(splits, cap), splits - (0 if name == "ERM" else SELECT_SPLITS), "final")]
-            if name != "ERM":
-                plan.append((min(SELECT_SPLITS, cap), configs * SELECT_SPLITS, "selection"))
+            plan = [(min(splits, cap), splits - SELECT_SPLITS, "final"),
+                    (min(SELECT_SPLITS, cap), configs * SELECT_SPLITS, "selection")]
             for group, count, _ in plan:
                 fixed, per_epoch = group_seconds(suite, dataset, name, group, args.epochs_timed, args.compile)
                 seconds += math.ceil(count / group) * (fixed + per_epoch * suite.epochs)

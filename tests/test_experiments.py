@@ -38,7 +38,8 @@ def test_every_method_resolves_case_insensitively():
             assert canonical_name(spelling) == name
     assert canonical_name("m-probmix*") == "M-ProbMix-star"
     assert canonical_name("LocKM-ProbMix⋆") == "LocKM-ProbMix-star"
-    assert len(METHOD_NAMES) == 11
+    assert len(METHOD_NAMES) == 13 and METHOD_NAMES[-2:] == ("M-ERM", "M-ERM-star")
+    assert canonical_name("m-erm*") == "M-ERM-star"
 
 
 def test_unknown_method_lists_the_valid_ones():
@@ -189,6 +190,95 @@ def test_m_probmix_samples_the_pooled_gaussian_embedding():
     kind, p_loc, p_scale = predict(net, method, "regression", x)
     loc0, scale0 = _head(net.decode(h))
     assert kind == "gaussian" and torch.allclose(p_loc, loc0) and torch.allclose(p_scale, scale0)
+
+
+def test_m_erm_loss_is_the_plain_likelihood_with_the_embedding_drawn():
+    """Brute force: the same seed, z = h(x) + sigma(x) * eps drawn by hand, no partner."""
+    method = resolve_method("M-ERM", alpha=0.4)  # alpha is ignored: no mixing
+    net = _net(method, "regression")
+    x, y = _data("regression")
+    pyro.set_rng_seed(7)
+    loss, handler, trace = objective(method, "regression", net, x, y)
+    assert handler is None and method.hparams() == {"predict": "mean"}
+    torch.manual_seed(7)
+    eps = torch.randn(R * N, 8).reshape(R, N, 8)
+    w, b = net.mixing.weight, net.mixing.bias
+    v, c = net.scale_layer.weight, net.scale_layer.bias
+    h = torch.relu(torch.baddbmm(b, x, w))
+    sigma = F.softplus(torch.baddbmm(c, x, v)) + MIN_SCALE  # the head sharing the (identity) encoder
+    z = h + sigma * eps
+    assert torch.equal(trace.nodes["z"]["value"].reshape(R, N, 8), z)
+    assert float(trace.nodes["z"]["fn"].log_prob(trace.nodes["z"]["value"]).sum()) == 0.0  # no ELBO term
+    loc, scale = _head(net.decode(z))
+    reference = -dist.Normal(loc, scale).log_prob(y).sum() / N
+    assert torch.allclose(loss, reference, rtol=1e-12, atol=1e-12)
+    loc_mean, scale_mean = _head(net.decode(h))  # the drawn embedding, not its mean
+    assert not torch.allclose(loss, -dist.Normal(loc_mean, scale_mean).log_prob(y).sum() / N)
+    g = torch.autograd.grad(loss, [v])[0]  # the scale is trained through the draw
+    assert torch.allclose(g, torch.autograd.grad(reference, [v])[0]) and bool(g.abs().sum() > 0)
+
+
+def test_m_erm_star_is_the_star_network_without_a_handler():
+    method = resolve_method("M-ERM-star", mc_samples=4)
+    net = _net(method, "regression")
+    assert net.width == 4 and net.scale_head == "separate" and method.prediction_mode() == "mc"
+    x, y = _data("regression")
+    loss, handler, trace = objective(method, "regression", net, x, y)
+    assert handler is None and trace.nodes["z"]["value"].shape == (R * N, 4)
+    assert torch.autograd.grad(loss, [net.scale_net[0].weight])[0].abs().sum() > 0
+    assert predict(net, method, "regression", x)[0] == "mixture"
+
+
+def test_weight_decay_reaches_adam(monkeypatch):
+    adams = []
+    real = torch.optim.Adam
+
+    def recording(params, **kwargs):
+        adams.append(kwargs)
+        return real(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", recording)
+    torch.set_default_dtype(torch.float32)  # the training loop's dtype (the fixture restores it)
+    x, y = _data("regression", runs=1)
+    for wd in (0.0, 3e-4):
+        train_group(resolve_method("M-ERM", weight_decay=wd), "regression", "mlp", x, y, x, y, [0],
+                    TrainConfig(epochs=1), hidden=(8, 5))
+    assert [a["weight_decay"] for a in adams] == [0.0, 3e-4]
+    with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0"):
+        resolve_method("ERM", weight_decay=-1e-3)
+
+
+def test_no_mixing_methods_get_a_selection_budget_of_the_mixup_grids_size():
+    from pyro_probmix.experiments.methods import WEIGHT_DECAYS, control_of, selection_grid
+    from pyro_probmix.experiments.suites import ALPHAS, BETAS
+
+    sizes = {name: len(selection_grid(name, ALPHAS, BETAS)) for name in METHOD_NAMES}
+    assert set(sizes.values()) == {10}
+    assert selection_grid("ERM", ALPHAS, BETAS) == [{"weight_decay": wd} for wd in WEIGHT_DECAYS]
+    assert WEIGHT_DECAYS[0] == 0.0 and WEIGHT_DECAYS[1] == 1e-6 and WEIGHT_DECAYS[-1] == 1e-2
+    assert all(b / a == pytest.approx(10**0.5, rel=1e-2) for a, b in zip(WEIGHT_DECAYS[1:], WEIGHT_DECAYS[2:]))
+    assert len(selection_grid("M-ERM-star", (0.1, 1.0), (0.0, 0.01, 0.1))) == 6  # follows the mixup grid
+    assert [control_of(m) for m in ("ProbMix", "LocKProbMix", "M-ProbMix", "LocKM-ProbMix",
+                                    "M-ProbMix-star", "LocKM-ProbMix-star")] == [
+        "ERM", "ERM", "M-ERM", "M-ERM", "M-ERM-star", "M-ERM-star"]
+
+
+def test_selection_picks_the_best_validation_nll_among_the_weight_decays(tmp_path):
+    from pyro_probmix.experiments.records import RecordStore
+    from pyro_probmix.experiments.sweep import SweepOptions, _spec, select_hparams
+
+    opts = SweepOptions("toy-regression", methods=["ERM"], splits=[0, 1, 2], epochs=1, out=tmp_path, quiet=True)
+    grid = opts.grid("ERM")
+    assert len(grid) == len(opts.grid("ProbMix")) == 10
+    store = RecordStore(tmp_path)
+    val = {0.001: (0.9, 1.1, 1.0), 0.0: (0.5, 2.0, 2.0)}  # mean 1.0 beats mean 1.5 (and split 0 alone)
+    for hp in grid:
+        method = resolve_method("ERM", **hp)
+        for unit, nll in enumerate(val.get(hp["weight_decay"], (3.0, 3.0, 3.0))):
+            store.write(_spec(opts, "cubic", "mlp", method, unit), {"metrics": {"val": {"nll": nll}}})
+    hparams, scores = select_hparams(opts, "cubic", "mlp", "ERM")
+    assert hparams == {"weight_decay": 0.001} and len(scores) == 10
+    assert scores['{"weight_decay": 0.001}'] == pytest.approx(1.0) and scores["{}"] == pytest.approx(1.5)
 
 
 def test_star_variant_has_a_separate_variance_network_and_predicts_a_mixture():

@@ -126,7 +126,7 @@ def test_records_are_written_atomically_and_keyed(tmp_path):
 
 
 TOY = ["toy-regression", "--methods", "ERM", "ProbMix", "--runs", "3", "--alphas", "0.1", "0.5",
-       "--betas", "0", "--epochs", "30", "--group-size", "1", "--no-report"]
+       "--betas", "0", "--weight-decays", "0", "--epochs", "30", "--group-size", "1", "--no-report"]
 TOY_RUNS = 2 * 3 + 3  # ProbMix: grid x runs (ablation), ERM: runs
 
 
@@ -192,7 +192,7 @@ def _synthetic(out):
             for split in range(4):
                 spec = RunSpec.make("uci", ds, method, split, 0, "mlp", hp, {"epochs": 10})
                 metrics = {"nll": base + shift + 0.02 * split, "rmse": 2.0 + shift, "crps": 1.0,
-                           "coverage": {"0.5": 0.5, "0.9": 0.9}}
+                           "coverage": {"0.5": 0.5, "0.9": 0.9}, "pit_hist": [2] * 10}
                 store.write(spec, {"metrics": {"test": metrics, "val": {"nll": 1.0}}},
                             {"test_pit": rng.uniform(size=20)})
             if method == "ProbMix":  # a worse configuration: must not be reported

@@ -70,6 +70,9 @@ def _add_training(p, experiment):
     p.add_argument("--eval-every", type=_positive_int, default=1, help="epochs between validation checks")
     p.add_argument("--alphas", nargs="+", type=float, default=None, help="alpha grid (default 0.01 0.05 0.1 0.5 1)")
     p.add_argument("--betas", nargs="+", type=float, default=None, help="beta grid (default 0 0.01)")
+    p.add_argument("--weight-decays", nargs="+", type=float, default=None,
+                   help="weight-decay grid of ERM, M-ERM, M-ERM-star (default: 0 and log-spaced 1e-6..1e-2, "
+                        "as many points as the alpha x beta grid)")
     p.add_argument("--select-splits", type=_positive_int, default=3, help="units used to select alpha, beta")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--jobs", type=_positive_int, default=1, help="groups trained in parallel (processes)")
@@ -113,6 +116,8 @@ def build_parser():
     rep.add_argument("--out", default="results")
     rep.add_argument("--experiments", nargs="+", choices=list(TRAINING))
     rep.add_argument("--no-figures", action="store_true")
+    rep.add_argument("--from-csv", nargs="+", metavar="FILE",
+                     help="rebuild the tables and figures from per-run CSV files (<experiment>_runs.csv) alone")
     rep.add_argument("--quiet", action="store_true")
     dl = sub.add_parser("download", help="fetch the UCI splits and the stock CSVs")
     dl.add_argument("--dest", help="destination folder (default: data/ in the checkout); writes uci/ and stocks/")
@@ -149,6 +154,7 @@ def _train(args):
         eval_every=args.eval_every,
         alphas=args.alphas or ALPHAS,
         betas=args.betas if args.betas is not None else BETAS,
+        weight_decays=args.weight_decays,
         select_splits=args.select_splits,
         device=args.device,
         jobs=args.jobs,
@@ -194,7 +200,7 @@ def main(argv=None):
         if args.experiment == "report":
             from .report import write_report
 
-            path = write_report(args.out, args.experiments, figures=not args.no_figures)
+            path = write_report(args.out, args.experiments, figures=not args.no_figures, from_csv=args.from_csv)
             if not args.quiet:
                 print(f"report: {path}")
             return 0

@@ -19,7 +19,16 @@ M-ProbMix, LocKM-ProbMix      ``z ~ Normal(h(x), sigma(x))`` at the first hidden
 M-ProbMix-star, LocKM-...     as M-ProbMix with a separate variance network for ``sigma(x)``
                               and a first layer of half the width (§6.2); the predictive
                               integrates over the embedding (Monte Carlo mixture).
+M-ERM, M-ERM-star             controls (not in the paper): the embedding of M-ProbMix /
+                              M-ProbMix-star, ``z ~ q(z|x)`` drawn in training, with no
+                              handler (no partner, no fusion, the plain likelihood), so that
+                              noise injection and fusion can be told apart.
 ============================  ==========================================================
+
+Selection budgets are equal: every mixing method selects among the paper's 10 points of
+``(alpha, beta)``, and the methods without mixing (ERM and the controls) among as many weight
+decays (:func:`weight_decay_grid`), the regulariser a careful experimenter would tune for them.
+:func:`control_of` names each method's no-mixing control.
 
 (The homoscedastic Gaussian of Mix and M-Mix is :class:`~pyro_probmix.experiments.models.HomoscedasticNormal`,
 whose registered pooling rule is the equal-scale case of the library's Gaussian rule: same values,
@@ -44,12 +53,17 @@ __all__ = [
     "METHOD_NAMES",
     "PAPER_UCI_METHODS",
     "PAPER_STOCK_METHODS",
+    "CONTROL_METHODS",
+    "WEIGHT_DECAYS",
     "Method",
     "MethodSpec",
     "UnknownMethodError",
     "canonical_name",
+    "control_of",
     "get_spec",
     "resolve_method",
+    "selection_grid",
+    "weight_decay_grid",
 ]
 
 
@@ -68,16 +82,17 @@ class UnknownMethodError(ValueError):
 class MethodSpec:
     """What a method *is* (fixed), as opposed to its hyper-parameters.
 
-    mixing: ``"none"`` (ERM), ``"input"`` (Mix), ``"hidden"`` (manifold variants) or
-    ``"likelihood"`` (ProbMix). embedding: ``"none"``, ``"mean"`` (homoscedastic, mean propagated:
-    mixup) or ``"gaussian"`` (learned scale, sampled: M-ProbMix). ``separate_variance``: the
-    scale comes from its own network and the first layer is halved (the star variants).
+    mixing: ``"none"`` (ERM and the controls), ``"input"`` (Mix), ``"hidden"`` (manifold
+    variants) or ``"likelihood"`` (ProbMix). embedding: ``"none"``, ``"mean"`` (homoscedastic,
+    mean propagated: mixup) or ``"gaussian"`` (learned scale, sampled, at the first hidden layer:
+    M-ProbMix, M-ERM). ``separate_variance``: the scale comes from its own network and the first
+    layer is halved (the star variants).
 
     >>> spec = METHODS["LocKM-Mix"]
     >>> spec.mixing, spec.embedding, spec.local, spec.uses_handler
     ('hidden', 'mean', True, True)
-    >>> MethodSpec("ERM", "none").uses_handler
-    False
+    >>> METHODS["M-ERM"].uses_handler, METHODS["M-ERM"].embedding
+    (False, 'gaussian')
     """
 
     name: str
@@ -85,7 +100,7 @@ class MethodSpec:
     embedding: str = "none"
     local: bool = False
     separate_variance: bool = False
-    family: str = "erm"  # "erm" | "mixup" | "probmix": decides the default label fusion
+    family: str = "erm"  # "erm" (no mixing) | "mixup" | "probmix": label fusion and selection grid
     paper_label: str = ""  # column header in the paper's tables
 
     @property
@@ -107,16 +122,20 @@ _SPECS = [
     MethodSpec(
         "LocKM-ProbMix-star", "hidden", "gaussian", True, True, family="probmix", paper_label="LockM-ProbMix.⋆"
     ),
+    MethodSpec("M-ERM", "none", "gaussian"),
+    MethodSpec("M-ERM-star", "none", "gaussian", separate_variance=True),
 ]
 
-#: canonical name -> spec, in the paper's column order
+#: canonical name -> spec: the paper's methods in its column order, then the controls
 METHODS = {spec.name: spec for spec in _SPECS}
-#: the canonical names of the eleven methods, in the paper's column order
+#: the canonical names of the thirteen methods (the paper's eleven, then the two controls)
 METHOD_NAMES = tuple(METHODS)
-#: the columns of Tables 1 and 3 (UCI), every method
-PAPER_UCI_METHODS = METHOD_NAMES
-#: the columns of Tables 2 and 4 (stocks), every method but the star variants
-PAPER_STOCK_METHODS = METHOD_NAMES[:9]
+#: the columns of Tables 1 and 3 (UCI): the paper's eleven methods
+PAPER_UCI_METHODS = tuple(name for name in METHOD_NAMES if METHODS[name].paper_label)
+#: the columns of Tables 2 and 4 (stocks), the paper's methods but the star variants
+PAPER_STOCK_METHODS = tuple(name for name in PAPER_UCI_METHODS if not METHODS[name].separate_variance)
+#: the no-mixing controls of the stochastic-embedding methods (not in the paper)
+CONTROL_METHODS = tuple(name for name in METHOD_NAMES if not METHODS[name].paper_label)
 
 _LOOKUP = {name.lower(): name for name in METHOD_NAMES}
 # spellings of the star in the paper, and its "Lock" typo
@@ -153,8 +172,73 @@ def get_spec(name):
     return METHODS[canonical_name(name)]
 
 
-#: default hyper-parameters; alpha and beta are selected on validation data by the sweeps
-DEFAULT_HPARAMS = {"alpha": 0.1, "beta": 0.0, "k": 5}
+def control_of(name):
+    """The no-mixing control of method ``name``: the method trained the same way without a
+    partner. ERM for the mixup baselines, ProbMix and LocKProbMix (and for the controls
+    themselves); M-ERM for M-ProbMix and LocKM-ProbMix; M-ERM-star for the star variants;
+    ``None`` for ERM.
+
+    >>> [control_of(m) for m in ("LocKM-Mix", "ProbMix", "LocKM-ProbMix", "m-probmix*", "M-ERM", "ERM")]
+    ['ERM', 'ERM', 'M-ERM', 'M-ERM-star', 'ERM', None]
+    """
+    spec = get_spec(name)
+    if spec.name == "ERM":
+        return None
+    if spec.family == "erm" or spec.embedding != "gaussian":
+        return "ERM"
+    return "M-ERM-star" if spec.separate_variance else "M-ERM"
+
+
+def weight_decay_grid(size):
+    """``size`` weight decays: 0, then ``size - 1`` points log-spaced over ``[1e-6, 1e-2]`` (3
+    significant digits; one point: the geometric middle 1e-4).
+
+    The training loss is the mean NLL per row, so a weight decay ``wd`` (an L2 penalty
+    ``wd / 2 * ||theta||^2``) is a Gaussian prior of precision ``wd * N`` on the summed
+    log-likelihood. With N from ~250 (yacht) to ~10,000 training rows, ``1e-6`` puts the prior
+    standard deviation at 10 or more, far wider than any weight (no effect), and ``1e-2``
+    at 0.1 to 0.6, the scale of the initial weights (``1 / sqrt(d_in)``): the range runs from
+    no regularisation to as strong as is sensible.
+
+    >>> weight_decay_grid(10)
+    (0.0, 1e-06, 3.16e-06, 1e-05, 3.16e-05, 0.0001, 0.000316, 0.001, 0.00316, 0.01)
+    >>> weight_decay_grid(2), weight_decay_grid(1)
+    ((0.0, 0.0001), (0.0,))
+    """
+    if not (isinstance(size, int) and size >= 1):
+        raise ValueError(f"a weight-decay grid needs a size >= 1, got {size!r}")
+    points = size - 1
+    exponents = [-4.0] if points == 1 else [-6.0 + 4.0 * k / (points - 1) for k in range(points)]
+    return (0.0,) + tuple(float(f"{10.0 ** e:.3g}") for e in exponents)
+
+
+#: the weight decays the no-mixing methods select among: as many as the paper's alpha x beta grid
+WEIGHT_DECAYS = weight_decay_grid(10)
+
+
+def selection_grid(name, alphas, betas, weight_decays=None):
+    """The hyper-parameter dicts method ``name`` selects among on validation data: the
+    ``alphas x betas`` grid for the mixing methods; ``weight_decays`` for the methods without
+    mixing (ERM, M-ERM, M-ERM-star), by default :func:`weight_decay_grid` of the same size as the
+    ``(alpha, beta)`` grid, so that every method gets the same selection budget.
+
+    >>> len(selection_grid("ProbMix", (0.01, 0.05, 0.1, 0.5, 1.0), (0.0, 0.01)))
+    10
+    >>> selection_grid("M-ERM", (0.1, 1.0), (0.0,))
+    [{'weight_decay': 0.0}, {'weight_decay': 0.0001}]
+    >>> selection_grid("ERM", (0.1,), (0.0,), weight_decays=(0.0, 0.01))
+    [{'weight_decay': 0.0}, {'weight_decay': 0.01}]
+    """
+    if get_spec(name).family == "erm":
+        if weight_decays is None:
+            weight_decays = weight_decay_grid(len(alphas) * len(betas))
+        return [{"weight_decay": float(wd)} for wd in weight_decays]
+    return [{"alpha": float(a), "beta": float(b)} for a in alphas for b in betas]
+
+
+#: default hyper-parameters; alpha and beta (weight decay for the methods without mixing) are
+#: selected on validation data by the sweeps
+DEFAULT_HPARAMS = {"alpha": 0.1, "beta": 0.0, "k": 5, "weight_decay": 0.0}
 
 
 @dataclass(frozen=True)
@@ -164,7 +248,7 @@ class Method:
     ``label_fusion=None`` means the task default (see the module docstring). ``predict`` is how
     the embedding is used at prediction: ``"mean"`` (z = h(x)) or ``"mc"`` (Monte Carlo mixture
     over ``mc_samples`` draws of z); ``None`` means ``"mc"`` for the star variants and ``"mean"``
-    otherwise.
+    otherwise. ``weight_decay``: Adam's L2 penalty on every parameter (0: none).
 
     >>> mix = Method(get_spec("Mix"), alpha=0.5)
     >>> mix.handler_kwargs("regression")
@@ -181,6 +265,7 @@ class Method:
     label_fusion: object = None
     predict: object = None
     mc_samples: int = 32
+    weight_decay: float = DEFAULT_HPARAMS["weight_decay"]
 
     @property
     def name(self):
@@ -209,14 +294,22 @@ class Method:
         return "linear"  # one-hot mixing (Assumption 4.2)
 
     def hparams(self):
-        """The hyper-parameters that identify a run (part of a record's key)."""
-        if not self.uses_handler:
-            return {}
-        out = {"alpha": self.alpha, "beta": self.beta}
-        if self.spec.local:
-            out["k"] = self.k
-        if self.label_fusion is not None:
-            out["label_fusion"] = self.label_fusion
+        """The hyper-parameters that identify a run (part of a record's key): those the method
+        uses; ``weight_decay`` only when it is not 0, so that runs without it keep the keys they
+        had before it existed.
+
+        >>> resolve_method("M-ERM", weight_decay=1e-4).hparams()
+        {'weight_decay': 0.0001, 'predict': 'mean'}
+        """
+        out = {}
+        if self.uses_handler:
+            out.update(alpha=self.alpha, beta=self.beta)
+            if self.spec.local:
+                out["k"] = self.k
+            if self.label_fusion is not None:
+                out["label_fusion"] = self.label_fusion
+        if self.weight_decay:
+            out["weight_decay"] = self.weight_decay
         if self.spec.embedding == "gaussian":
             out["predict"] = self.prediction_mode()
             if self.prediction_mode() == "mc":
@@ -242,20 +335,23 @@ def resolve_method(name, **hparams):
 
     Accepted hyper-parameters: ``alpha`` (> 0), ``beta`` (>= 0), ``k`` (int >= 1),
     ``label_fusion`` (``"linear"``/``"log_linear"``), ``predict`` (``"mean"``/``"mc"``),
-    ``mc_samples`` (int >= 1). Hyper-parameters a method does not use are ignored (ERM ignores
-    all of them), so one grid can be applied to every method.
+    ``mc_samples`` (int >= 1), ``weight_decay`` (>= 0, every method). Hyper-parameters a method
+    does not use are ignored (ERM ignores all but ``weight_decay``), so one grid can be applied
+    to every method.
 
     >>> resolve_method("ERM", alpha=0.5).hparams()
     {}
+    >>> resolve_method("ERM", weight_decay=0.01).hparams()
+    {'weight_decay': 0.01}
     >>> resolve_method("LocKMix", alpha=0.5).hparams()
     {'alpha': 0.5, 'beta': 0.0, 'k': 5}
     """
     spec = get_spec(name)
-    unknown = set(hparams) - {"alpha", "beta", "k", "label_fusion", "predict", "mc_samples"}
+    unknown = set(hparams) - {"alpha", "beta", "k", "label_fusion", "predict", "mc_samples", "weight_decay"}
     if unknown:
         raise ValueError(
             f"unknown hyper-parameter(s) {sorted(unknown)} for {spec.name}; expected alpha, beta, k, "
-            f"label_fusion, predict, mc_samples"
+            f"label_fusion, predict, mc_samples, weight_decay"
         )
     alpha = float(hparams.get("alpha", DEFAULT_HPARAMS["alpha"]))
     beta = float(hparams.get("beta", DEFAULT_HPARAMS["beta"]))
@@ -277,4 +373,7 @@ def resolve_method(name, **hparams):
     mc_samples = int(hparams.get("mc_samples", 32))
     if mc_samples < 1:
         raise ValueError(f"mc_samples must be >= 1, got {mc_samples}")
-    return Method(spec, alpha, beta, k, label_fusion, predict, mc_samples)
+    weight_decay = float(hparams.get("weight_decay", DEFAULT_HPARAMS["weight_decay"]))
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    return Method(spec, alpha, beta, k, label_fusion, predict, mc_samples, weight_decay)

@@ -327,7 +327,8 @@ def forward(net, method, x, *, sites=True):
 
     With ``sites=True`` (inside the Pyro model) the mixing layer of ``method`` is an
     :func:`~pyro_probmix.embedding` site named ``"x"`` (input mixup) or ``"z"`` (manifold
-    variants), which :func:`~pyro_probmix.probmix` fuses; the model must have opened the data plate
+    variants), which :func:`~pyro_probmix.probmix` fuses (the controls M-ERM and M-ERM-star have
+    the Gaussian site ``"z"`` and no handler: ``z ~ q(z|x)`` is drawn); the model must have opened the data plate
     over the ``R * N`` flattened rows. With ``sites=False`` (prediction) the embedding is its mean;
     :func:`sample_outputs` draws it instead.
 
@@ -349,13 +350,12 @@ def forward(net, method, x, *, sites=True):
     f = net.encode(x)
     h = net.embed(f)
     z = h
-    if spec.mixing == "hidden" and sites:
-        if spec.embedding == "gaussian":
-            fn = net.embedding_normal(_flat(h), _flat(net.embed_scale(x, f))).to_event(1)
-            z = embedding("z", fn, mean=False).reshape(h.shape)
-        else:
-            fn = HomoscedasticNormal(_flat(h), torch.ones((), dtype=h.dtype, device=h.device)).to_event(1)
-            z = embedding("z", fn, mean=True).reshape(h.shape)
+    if spec.embedding == "gaussian" and sites:  # M-ProbMix fuses it, M-ERM draws it alone
+        fn = net.embedding_normal(_flat(h), _flat(net.embed_scale(x, f))).to_event(1)
+        z = embedding("z", fn, mean=False).reshape(h.shape)
+    elif spec.mixing == "hidden" and sites:
+        fn = HomoscedasticNormal(_flat(h), torch.ones((), dtype=h.dtype, device=h.device)).to_event(1)
+        z = embedding("z", fn, mean=True).reshape(h.shape)
     return net.decode(z)
 
 

@@ -152,16 +152,18 @@ def plot_regression_bands(
     return _save(fig, path)
 
 
-def plot_pit_histograms(pits, path, bins=10):
+def plot_pit_histograms(pits, path, bins=10, counted=False):
     """
     One panel per method: histogram of PIT values as a density, with the uniform density of a
     calibrated model. U-shaped means overconfident, a hump underconfident.
 
     Parameters
     ----------
-    pits : dict name -> PIT values in [0, 1] (e.g. from :func:`pyro_probmix.metrics.pit`)
+    pits : dict name -> PIT values in [0, 1] (e.g. from :func:`pyro_probmix.metrics.pit`), or
+        their counts in ``bins`` equal bins with ``counted=True`` (e.g. the records' ``pit_hist``)
     path : str or Path of the PNG
     bins : int
+    counted : bool
 
     Returns
     -------
@@ -181,7 +183,9 @@ def plot_pit_histograms(pits, path, bins=10):
     fig, axes = _panels(len(pits), sharex=True, sharey=True)
     centres = (np.arange(bins) + 0.5) / bins
     for ax, (name, values) in zip(axes, pits.items()):
-        counts = _numpy(pit_histogram(torch.as_tensor(values), bins))
+        counts = np.asarray(values, dtype=float) if counted else _numpy(pit_histogram(torch.as_tensor(values), bins))
+        if counts.shape != (bins,):
+            raise ValueError(f"pits[{name!r}]: {counts.shape[0]} counts for {bins} bins")
         ax.bar(centres, counts * bins / max(counts.sum(), 1), width=1 / bins, color="C0", edgecolor="white")
         ax.axhline(1.0, color="k", ls="--", lw=1, label="calibrated")
         ax.set_xlim(0, 1)

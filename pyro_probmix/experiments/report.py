@@ -6,38 +6,41 @@ For each experiment, architecture, dataset and method the *final* runs are those
 hyper-parameters chosen on validation data (the selection file written by the sweep; without
 one, the same rule is applied to the records: lowest mean validation NLL over units 0-2). Tables
 give mean ± standard deviation (``ddof=1``) over units, the best mean of each row in bold, and
-the paper's numbers (Tables 1-4) beside ours where the paper gives them.
+the paper's numbers (Tables 1-4) beside ours where the paper gives them. Below each table: every
+method paired against ERM and against its no-mixing control (:mod:`~pyro_probmix.experiments.evidence`),
+and under the NLL tables a sentence naming the methods that beat their control.
 
-Files written to ``<out>/report/``: ``report.md`` (everything), ``<table>.md`` and ``<table>.csv``
-per table, ``summary.csv`` (every metric, long format) and ``figures/*.png``.
+Every table and figure is made from the runs' rows of the per-run CSV
+(:mod:`~pyro_probmix.experiments.runs_csv`), written here from the records, so that
+``report --from-csv`` rebuilds them from the CSV alone (except the toy figures drawn over an input
+grid, which need the records' prediction arrays).
+
+Files written to ``<out>/report/``: ``report.md`` (everything), ``<experiment>_runs.csv`` (one
+row per run), ``<table>.md`` and ``<table>.csv`` per table, ``summary.csv`` (every metric, long
+format) and ``figures/*.png``.
 """
 import csv
 import io
 import json
 import math
-import sys
 from collections import OrderedDict, defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from .data import EXTRA_UCI_DATASETS, PAPER_UCI_DATASETS, STOCK_TICKERS
-from .methods import METHOD_NAMES
+from .data import EXTRA_UCI_DATASETS, PAPER_UCI_DATASETS, STOCK_TICKERS, ExperimentError
+from .evidence import control_sentence, paired_tables
+from .methods import METHODS
 from .paper_numbers import PAPER, RESCALED, TABLE_NAMES
 from .records import RecordStore
+from .report_figures import ablation_section, dataset_figures
+from .runs_csv import read_runs_csv, row_record, run_row, write_runs_csv
 from .sweep import load_selection
+from .tables import METRICS, aggregate, format_cell, hp_key, markdown_table, method_order
 
-__all__ = ["write_report", "final_records", "aggregate", "format_cell", "markdown_table"]
+__all__ = ["write_report", "report_runs", "final_records", "group_runs", "aggregate", "format_cell", "markdown_table"]
 
-#: metric -> (label, better): lower or higher is better
-METRICS = {
-    "nll": ("NLL", "min"),
-    "rmse": ("RMSE", "min"),
-    "mse": ("MSE", "min"),
-    "crps": ("CRPS", "min"),
-    "accuracy": ("Accuracy", "max"),
-    "ece": ("ECE", "min"),
-}
+#: experiment -> the metrics of its tables
 TABLE_METRICS = {
     "toy-regression": ("mse", "nll", "crps"),
     "toy-classification": ("accuracy", "nll", "ece"),
@@ -45,14 +48,6 @@ TABLE_METRICS = {
     "stocks": ("nll", "rmse", "crps"),
 }
 EXPERIMENT_ORDER = ("toy-regression", "toy-classification", "uci", "stocks")
-
-
-def _method_order(name):
-    return METHOD_NAMES.index(name) if name in METHOD_NAMES else len(METHOD_NAMES)
-
-
-def _hp_key(hparams):
-    return json.dumps(hparams, sort_keys=True)
 
 
 def _val_nll(rec):
@@ -65,11 +60,11 @@ def _choose_by_rule(recs):
     units 0-2 (all units when none of them is recorded)."""
     by_train = defaultdict(list)
     for r in recs:
-        by_train[_hp_key(r["key"]["train"])].append(r)
+        by_train[hp_key(r["key"]["train"])].append(r)
     train = max(by_train, key=lambda k: (len(by_train[k]), json.loads(k).get("epochs", 0)))
     by_hp = defaultdict(list)
     for r in by_train[train]:
-        by_hp[_hp_key(r["key"]["hparams"])].append(r)
+        by_hp[hp_key(r["key"]["hparams"])].append(r)
 
     def score(k):
         sel = [r for r in by_hp[k] if r["key"]["split"] < 3] or by_hp[k]
@@ -77,6 +72,34 @@ def _choose_by_rule(recs):
 
     best = min(by_hp, key=score)
     return by_hp[best]
+
+
+def _report_order(key):
+    experiment, arch, dataset = key
+    known = PAPER_UCI_DATASETS + EXTRA_UCI_DATASETS + STOCK_TICKERS
+    return (EXPERIMENT_ORDER.index(experiment) if experiment in EXPERIMENT_ORDER else 9, arch,
+            known.index(dataset) if dataset in known else len(known), dataset)
+
+
+def group_runs(runs):
+    """``{(experiment, arch, dataset): {method: [runs]}}`` in the report's order: experiments,
+    then datasets as in the paper, methods in column order, runs by split and seed.
+
+    >>> from pyro_probmix.experiments.records import RunSpec
+    >>> runs = [{"key": RunSpec.make("uci", "yacht", m, split).key()} for m, split in (("ProbMix", 1), ("ERM", 1), ("ERM", 0))]
+    >>> grouped = group_runs(runs)
+    >>> [(m, [r["key"]["split"] for r in rs]) for m, rs in grouped[("uci", "mlp", "yacht")].items()]
+    [('ERM', [0, 1]), ('ProbMix', [1])]
+    """
+    grouped = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        k = run["key"]
+        grouped[(k["experiment"], k["arch"], k["dataset"])][k["method"]].append(run)
+    return OrderedDict(
+        (key, OrderedDict((m, sorted(grouped[key][m], key=lambda r: (r["key"]["split"], r["key"]["seed"])))
+                          for m in sorted(grouped[key], key=method_order)))
+        for key in sorted(grouped, key=_report_order)
+    )
 
 
 def final_records(out, records):
@@ -95,22 +118,10 @@ def final_records(out, records):
     >>> list(finals), [r["key"]["hparams"] for r in finals[("uci", "mlp", "yacht")]["ProbMix"]]
     ([('uci', 'mlp', 'yacht')], [{'alpha': 1.0}, {'alpha': 1.0}])
     """
-    grouped = defaultdict(lambda: defaultdict(list))
-    for rec in records:
-        k = rec["key"]
-        grouped[(k["experiment"], k["arch"], k["dataset"])][k["method"]].append(rec)
     result = OrderedDict()
-    def order(t):
-        experiment, arch, dataset = t
-        known = PAPER_UCI_DATASETS + EXTRA_UCI_DATASETS + STOCK_TICKERS
-        return (EXPERIMENT_ORDER.index(experiment) if experiment in EXPERIMENT_ORDER else 9, arch,
-                known.index(dataset) if dataset in known else len(known), dataset)
-
-    for (experiment, arch, dataset) in sorted(grouped, key=order):
+    for (experiment, arch, dataset), methods in group_runs(records).items():
         selection = load_selection(out, experiment, arch, dataset)
-        methods = OrderedDict()
-        for method in sorted(grouped[(experiment, arch, dataset)], key=_method_order):
-            recs = grouped[(experiment, arch, dataset)][method]
+        for method, recs in methods.items():
             chosen = selection.get(method)
             picked = []
             if chosen is not None:
@@ -118,97 +129,9 @@ def final_records(out, records):
                     r for r in recs
                     if r["key"]["hparams"] == chosen["hparams"] and r["key"]["train"] == chosen.get("train", r["key"]["train"])
                 ]
-            if not picked:
-                picked = _choose_by_rule(recs)
-            methods[method] = sorted(picked, key=lambda r: (r["key"]["split"], r["key"]["seed"]))
+            methods[method] = picked or _choose_by_rule(recs)  # recs and picked are in unit order
         result[(experiment, arch, dataset)] = methods
     return result
-
-
-def aggregate(recs, metric):
-    """``(mean, std, n)`` of a test metric over runs (non-finite values count as inf); the std of
-    a single run is undefined (nan).
-
-    >>> records = [{"metrics": {"test": {"nll": v}}} for v in (1.0, 2.0, 3.0)]
-    >>> aggregate(records, "nll")
-    (2.0, 1.0, 3)
-    >>> aggregate(records[:1], "nll")
-    (1.0, nan, 1)
-    >>> aggregate(records, "rmse") is None
-    True
-    """
-    values = []
-    for r in recs:
-        v = r["metrics"]["test"].get(metric)
-        if v is None:
-            continue
-        values.append(float(v) if math.isfinite(float(v)) else math.inf)
-    if not values:
-        return None
-    arr = np.asarray(values)
-    if not np.all(np.isfinite(arr)):
-        return (math.inf, math.nan, len(values))
-    std = float(arr.std(ddof=1)) if len(arr) > 1 else math.nan
-    return (float(arr.mean()), std, len(values))
-
-
-def _num(x, fixed):
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return f"{x:.2f}" if fixed else f"{x:.2e}"
-
-
-def format_cell(stat, bold=False):
-    """``mean ± std``, both with 2 decimals, or both in scientific notation when the mean is below
-    0.01 or above 1e5 in magnitude; the mean alone for a single run (``n = 1``: no std).
-
-    >>> format_cell((1.234, 0.5, 3))
-    '1.23 ± 0.50'
-    >>> format_cell((0.00123, 0.0004, 3), bold=True)
-    '**1.23e-03 ± 4.00e-04**'
-    >>> format_cell((1.234, float("nan"), 1))
-    '1.23'
-    >>> format_cell(None)
-    '–'
-    """
-    if stat is None:
-        return "–"
-    mean, std = stat[0], stat[1]
-    fixed = not math.isfinite(mean) or mean == 0 or 0.01 <= abs(mean) < 1e5
-    text = _num(mean, fixed) if stat[2] == 1 else f"{_num(mean, fixed)} ± {_num(std, fixed)}"
-    return f"**{text}**" if bold else text
-
-
-def _best(stats, better):
-    if better not in ("min", "max"):
-        return None
-    finite = {m: s[0] for m, s in stats.items() if s is not None and math.isfinite(s[0])}
-    if not finite:
-        return None
-    pick = min if better == "min" else max
-    target = pick(finite.values())
-    return {m for m, v in finite.items() if v == target}
-
-
-def markdown_table(rows, methods, better, first_col="Dataset", marks=None):
-    """``rows``: ``{row name: {method: (mean, std, n) or None}}``; best per row in bold.
-
-    >>> rows = {"yacht": {"ERM": (1.0, 0.1, 3), "ProbMix": (0.5, 0.2, 3)}}
-    >>> print(markdown_table(rows, ["ERM", "ProbMix"], "min"))
-    | Dataset | ERM | ProbMix |
-    |---|---|---|
-    | yacht | 1.00 ± 0.10 | **0.50 ± 0.20** |
-    """
-    marks = marks or {}
-    lines = [f"| {first_col} | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
-    for row, stats in rows.items():
-        best = _best(stats, better) or set()
-        cells = [format_cell(stats.get(m), m in best) for m in methods]
-        lines.append(f"| {row}{marks.get(row, '')} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
 
 def _csv_text(header, rows):
     buf = io.StringIO()
@@ -218,134 +141,39 @@ def _csv_text(header, rows):
     return buf.getvalue()
 
 
-# ----------------------------------------------------------------------------- figures
-def _plots():
-    try:
-        from . import plots
-    except ImportError as e:  # matplotlib missing
-        print(f"report: figures skipped ({e})", file=sys.stderr)
-        return None
-    return plots
-
-
-def _figure(notes, fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except Exception as e:  # a figure must never break the tables
-        notes.append(f"figure {getattr(fn, '__name__', fn)} failed: {e}")
-        return None
-
-
-def _figures(out, store, key, methods, figdir, notes):
-    plots = _plots()
-    if plots is None:
-        return []
-    experiment, arch, dataset = key
-    stem = f"{experiment}_{arch}_{dataset}" if experiment == "stocks" else f"{experiment}_{dataset}"
-    made = []
-    arrays = {m: [store.arrays(r) or {} for r in recs] for m, recs in methods.items()}
-    if experiment in ("toy-regression", "uci", "stocks"):
-        pits = {m: np.concatenate([a["test_pit"] for a in arrs if "test_pit" in a]) for m, arrs in arrays.items()
-                if any("test_pit" in a for a in arrs)}
-        if pits:
-            made.append(_figure(notes, plots.plot_pit_histograms, pits, figdir / f"{stem}_pit.png"))
-        cov = {}
-        for m, recs in methods.items():
-            levels = defaultdict(list)
-            for r in recs:
-                for lvl, v in (r["metrics"]["test"].get("coverage") or {}).items():
-                    levels[float(lvl)].append(v)
-            if levels:
-                cov[m] = {lvl: float(np.mean(v)) for lvl, v in sorted(levels.items())}
-        if cov:
-            made.append(_figure(notes, plots.plot_coverage, cov, figdir / f"{stem}_coverage.png"))
-    if experiment == "toy-regression":
-        bands, data = {}, None
-        for m, arrs in arrays.items():
-            if arrs and "grid_mean" in arrs[0]:
-                bands[m] = (arrs[0]["grid_mean"], arrs[0]["grid_std"])
-                data = data or arrs[0]
-        if bands and data is not None:
-            made.append(_figure(
-                notes, plots.plot_regression_bands, data["x_train_raw"], data["y_train_raw"], data["x_grid_raw"],
-                bands, figdir / f"{stem}_bands.png", data["x_test_raw"], data["y_test_raw"], truth=lambda x: x**3,
-            ))
-    if experiment == "toy-classification":
-        probs, data = {}, None
-        for m, arrs in arrays.items():
-            if arrs and "grid_probs" in arrs[0]:
-                shape = arrs[0]["grid_xx"].shape
-                probs[m] = arrs[0]["grid_probs"].reshape(shape + (-1,))
-                data = data or arrs[0]
-        if probs and data is not None:
-            made.append(_figure(
-                notes, plots.plot_decision_boundaries, data["x_train_raw"], data["y_train_raw"],
-                data["grid_xx"], data["grid_yy"], probs, figdir / f"{stem}_boundaries.png",
-            ))
-        rel = {}
-        for m, recs in methods.items():
-            conf_sum = acc_sum = counts = None
-            for r in recs:
-                b = r["metrics"]["test"].get("reliability")
-                if not b:
-                    continue
-                n = np.asarray(b["counts"], dtype=float)
-                c = np.nan_to_num(np.asarray([np.nan if v is None else v for v in b["confidence"]], dtype=float))
-                a = np.nan_to_num(np.asarray([np.nan if v is None else v for v in b["accuracy"]], dtype=float))
-                conf_sum = c * n if conf_sum is None else conf_sum + c * n
-                acc_sum = a * n if acc_sum is None else acc_sum + a * n
-                counts = n if counts is None else counts + n
-            if counts is not None:
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    rel[m] = (conf_sum / counts, acc_sum / counts, counts.astype(np.int64))
-        if rel:
-            made.append(_figure(notes, plots.plot_reliability, rel, figdir / f"{stem}_reliability.png"))
-    return [p for p in made if p is not None]
-
-
-def _ablation(records, experiment, dataset, figdir, notes):
-    """Box plots over runs per (alpha, beta), as the paper's Figures 4-13 and 15-24."""
-    plots = _plots()
-    if plots is None:
-        return [], ""
-    metrics = ("mse", "nll") if experiment == "toy-regression" else ("accuracy", "nll")
-    recs = [r for r in records if r["key"]["experiment"] == experiment and r["key"]["dataset"] == dataset]
-    by_train = defaultdict(list)
-    for r in recs:
-        by_train[_hp_key(r["key"]["train"])].append(r)
-    if not by_train:
-        return [], ""
-    recs = max(by_train.values(), key=len)
-    erm = [r for r in recs if r["key"]["method"] == "ERM"]
-    configs = sorted({(r["key"]["hparams"].get("alpha"), r["key"]["hparams"].get("beta")) for r in recs
-                      if r["key"]["method"] != "ERM"}, key=lambda t: (t[1], t[0]))
-    made, lines = [], []
-    for alpha, beta in configs:
-        per = OrderedDict()
-        if erm:
-            per["ERM"] = erm
-        for r in sorted(recs, key=lambda r: _method_order(r["key"]["method"])):
-            hp = r["key"]["hparams"]
-            if r["key"]["method"] != "ERM" and hp.get("alpha") == alpha and hp.get("beta") == beta:
-                per.setdefault(r["key"]["method"], []).append(r)
-        rows = OrderedDict()
-        for metric in metrics:
-            values = {m: [float(x["metrics"]["test"][metric]) for x in rs] for m, rs in per.items()}
-            label = METRICS[metric][0]
-            path = figdir / f"{experiment}_ablation_{metric}_alpha{alpha}_beta{beta}.png"
-            made.append(_figure(notes, plots.plot_boxplots, values, path, label,
-                                f"{experiment}: test {label} (α = {alpha}, β = {beta})"))
-            rows[f"{label}"] = {m: aggregate(rs, metric) for m, rs in per.items()}
-        methods = list(per)
-        for metric_label, stats in rows.items():
-            better = "max" if metric_label == "Accuracy" else "min"
-            lines.append(f"\n*α = {alpha}, β = {beta}*\n\n" + markdown_table({metric_label: stats}, methods, better, "Metric"))
-    return [p for p in made if p is not None], "\n".join(lines)
-
-
 # ----------------------------------------------------------------------------- report
-def write_report(out, experiments=None, figures=True):
-    """Write the report of the records under ``out``; returns the path of ``report.md``.
+def report_runs(out, records):
+    """The runs a report of ``records`` uses, as record-shaped dicts read back from their CSV rows
+    (:mod:`~pyro_probmix.experiments.runs_csv`), each with its source under ``"record"``: the
+    final runs (the configurations chosen on validation data), then, for the toy experiments,
+    every other configuration of their ablations. Returns ``(runs, rows)``.
+
+    >>> from pyro_probmix.experiments.records import RunSpec
+    >>> records = [{"key": RunSpec.make("uci", "yacht", "ERM", 0).key(), "metrics": {"test": {"nll": 0.5}, "val": {}}}]
+    >>> runs, rows = report_runs("no-selection-here", records)
+    >>> runs[0]["role"], runs[0]["record"] is records[0], rows[0]["nll"]
+    ('final', True, '0.5')
+    """
+    finals = final_records(out, records)
+    chosen = [r for methods in finals.values() for recs in methods.values() for r in recs]
+    final_ids = {id(r) for r in chosen}
+    ablation = [r for r in records if r["key"]["experiment"].startswith("toy") and id(r) not in final_ids]
+    pairs = [(run_row(r, "final"), r) for r in chosen] + [(run_row(r, "ablation"), r) for r in ablation]
+    runs = []
+    for row, record in pairs:
+        run = row_record(row)
+        run["record"] = record
+        runs.append(run)
+    return runs, [row for row, _ in pairs]
+
+
+def write_report(out, experiments=None, figures=True, from_csv=None):
+    """Write the report of the records under ``out`` (or of the per-run CSV files ``from_csv``)
+    to ``out/report``; returns the path of ``report.md``.
+
+    From the records it also writes ``<experiment>_runs.csv`` (one row per run it uses), from
+    which ``from_csv`` rebuilds the same tables and figures, except the toy figures drawn over an
+    input grid (bands, decision boundaries), which need the records' prediction arrays.
 
     >>> import tempfile
     >>> from pyro_probmix.experiments.records import RunSpec
@@ -356,25 +184,47 @@ def write_report(out, experiments=None, figures=True):
     ...                                     {"metrics": {"test": test, "val": {"nll": nll}}})
     >>> path = write_report(tmp.name, figures=False)
     >>> path.name, sorted(p.name for p in path.parent.glob("*.csv"))
-    ('report.md', ['summary.csv', 'uci_crps.csv', 'uci_nll.csv', 'uci_rmse.csv'])
+    ('report.md', ['summary.csv', 'uci_crps.csv', 'uci_nll.csv', 'uci_rmse.csv', 'uci_runs.csv'])
     >>> "| yacht | **1.50 ± 0.71** |" in path.read_text()  # mean ± std over the two splits
+    True
+    >>> again = write_report(Path(tmp.name, "again"), figures=False, from_csv=[path.parent / "uci_runs.csv"])
+    >>> again.read_text() == path.read_text()
     True
     >>> tmp.cleanup()
     """
     out = Path(out)
-    store = RecordStore(out)
-    records = store.all()
-    if experiments:
-        records = [r for r in records if r["key"]["experiment"] in experiments]
     rep = out / "report"
-    figdir = rep / "figures"
     rep.mkdir(parents=True, exist_ok=True)
-    finals = final_records(out, records)
+    if from_csv is None:
+        store = RecordStore(out)
+        records = store.all()
+        if experiments:
+            records = [r for r in records if r["key"]["experiment"] in experiments]
+        runs, rows = report_runs(out, records)
+        for experiment in dict.fromkeys(row["experiment"] for row in rows):
+            write_runs_csv(rep / f"{experiment}_runs.csv", [row for row in rows if row["experiment"] == experiment])
+    else:
+        store = None
+        try:
+            runs = [run for path in from_csv for run in read_runs_csv(path)]
+        except (OSError, ValueError) as e:  # a missing or malformed file: one line, no traceback
+            raise ExperimentError(f"--from-csv: {e}") from None
+        if experiments:
+            runs = [r for r in runs if r["key"]["experiment"] in experiments]
+    return _write(rep, runs, store, figures)
+
+
+def _write(rep, runs, store, figures):
+    figdir = rep / "figures"
+    finals = group_runs([r for r in runs if r["role"] == "final"])
     notes = []
+    n_final = sum(len(recs) for methods in finals.values() for recs in methods.values())
     md = ["# ProbMix experiments: results", "",
-          f"{len(records)} run records under `{out}`. Cells: mean ± std (ddof=1) over units (splits / runs) "
-          "of the configuration chosen on validation data; best mean per row in **bold**. "
-          "NLL, RMSE and CRPS on the original target scale.", ""]
+          f"{n_final} reported runs (one row each in `<experiment>_runs.csv`). Cells: mean ± std (ddof=1) over "
+          "units (splits / runs) of the configuration chosen on validation data; best mean per row in **bold**. "
+          "NLL, RMSE and CRPS on the original target scale. Paired tables: each method against ERM and "
+          "against its no-mixing control (ERM; M-ERM for M-ProbMix and LocKM-ProbMix; M-ERM-star for the star "
+          "variants) on the units both ran.", ""]
     summary_rows = []
     experiments_seen = OrderedDict()
     for (experiment, arch, dataset), methods in finals.items():
@@ -382,7 +232,7 @@ def write_report(out, experiments=None, figures=True):
     for (experiment, arch), datasets in experiments_seen.items():
         title = experiment + (f" ({arch})" if experiment == "stocks" else "")
         md += [f"## {title}", ""]
-        methods_all = sorted({m for ms in datasets.values() for m in ms}, key=_method_order)
+        methods_all = sorted({m for ms in datasets.values() for m in ms}, key=method_order)
         for metric in TABLE_METRICS.get(experiment, ("nll",)):
             label, better = METRICS[metric]
             rows = OrderedDict((ds, {m: aggregate(ms.get(m, []), metric) for m in methods_all}) for ds, ms in datasets.items())
@@ -414,9 +264,15 @@ def write_report(out, experiments=None, figures=True):
                     csv_rows.append([ds, m, *(s if s else ("", "", 0)), *(p if p else ("", ""))])
                     if s:
                         hp = datasets[ds][m][0]["key"]["hparams"] if datasets[ds].get(m) else {}
-                        summary_rows.append([experiment, arch, ds, m, metric, s[0], s[1], s[2], _hp_key(hp),
+                        summary_rows.append([experiment, arch, ds, m, metric, s[0], s[1], s[2], hp_key(hp),
                                              *(p if p else ("", ""))])
             (rep / f"{name}.csv").write_text(_csv_text(["dataset", "method", "mean", "std", "n", "paper_mean", "paper_std"], csv_rows))
+            if better in ("min", "max"):
+                paired = paired_tables(datasets, methods_all, metric, better, label)
+                if paired:
+                    md += [paired, ""]
+                if metric == "nll":
+                    md += [control_sentence(datasets, methods_all, metric, better, label), ""]
         if experiment in ("toy-regression", "uci", "stocks"):
             rows = OrderedDict()
             for ds, ms in datasets.items():
@@ -435,21 +291,26 @@ def write_report(out, experiments=None, figures=True):
             for m in methods_all:
                 recs = ms.get(m)
                 hp = recs[0]["key"]["hparams"] if recs else None
-                cells.append("–" if hp is None else (", ".join(f"{k}={v}" for k, v in hp.items() if k in ("alpha", "beta")) or "–"))
+                shown = ", ".join(f"{k}={v}" for k, v in hp.items() if k in ("alpha", "beta", "weight_decay"))
+                cells.append("–" if hp is None else (shown or "–"))
             md.append(f"| {ds} | " + " | ".join(cells) + " |")
         md.append("")
+        figs = []
         if figures:
-            figs = []
             for ds, ms in datasets.items():
-                figs += _figures(out, store, (experiment, arch, ds), ms, figdir, notes)
-            if experiment.startswith("toy"):
-                for ds in datasets:
-                    ab_figs, ab_md = _ablation(records, experiment, ds, figdir, notes)
-                    figs += ab_figs
-                    if ab_md:
-                        md += ["### Ablation over (α, β): test scores of every configuration", ab_md, ""]
-            if figs:
-                md += ["### Figures", ""] + [f"![{Path(f).stem}](figures/{Path(f).name})" for f in figs] + [""]
+                figs += dataset_figures(store, (experiment, arch, ds), ms, figdir, notes)
+            if experiment.startswith("toy") and store is None:
+                notes.append(f"{experiment}: the figures drawn over an input grid (bands, decision boundaries) "
+                             "need the records' prediction arrays; not drawn from the per-run CSV")
+        if experiment.startswith("toy"):
+            for ds, ms in datasets.items():
+                plain = OrderedDict((m, rs) for m, rs in ms.items() if m in METHODS and METHODS[m].family == "erm")
+                ab_figs, ab_md = ablation_section(runs, plain, experiment, ds, figdir, notes, figures)
+                figs += ab_figs
+                if ab_md:
+                    md += ["### Ablation over (α, β): test scores of every configuration", ab_md, ""]
+        if figs:
+            md += ["### Figures", ""] + [f"![{Path(f).stem}](figures/{Path(f).name})" for f in figs] + [""]
     if notes:
         md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     (rep / "summary.csv").write_text(_csv_text(

@@ -4,8 +4,10 @@ Sweeps: hyper-parameter selection, then the final runs, each run recorded once.
 
 Protocol (the same for every method and experiment):
 
-1. **Selection.** Every method but ERM is trained with each ``(alpha, beta)`` of the grid on the
-   first ``select_splits`` (3) units of the dataset. The configuration with the lowest mean
+1. **Selection.** Every mixing method is trained with each ``(alpha, beta)`` of the grid, and
+   ERM and the controls M-ERM, M-ERM-star with as many weight decays
+   (:func:`~pyro_probmix.experiments.methods.selection_grid`), on the first ``select_splits`` (3)
+   units of the dataset. The configuration with the lowest mean
    validation NLL (original scale) over those units is chosen (ties: first in grid order) and
    written to ``<out>/selection/<experiment>/<arch>/<dataset>.json``. Test data are never looked at.
    Toy experiments (``ablation``) train the grid on *every* requested unit, for the ablation box
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 
 from .data import ExperimentError
-from .methods import canonical_name, resolve_method
+from .methods import canonical_name, resolve_method, selection_grid
 from .progress import Progress
 from .records import RecordStore, RunSpec, atomic_write_bytes, library_versions
 from .scoring import classification_scores, pit_values, regression_scores
@@ -56,6 +58,8 @@ class SweepOptions:
     (['ERM', 'ProbMix'], {'cubic': [0, 1]}, {'cubic': 80})
     >>> opts.grid()
     [{'alpha': 0.1, 'beta': 0.0}, {'alpha': 1.0, 'beta': 0.0}]
+    >>> opts.grid("ERM")  # a budget of the same size: two weight decays
+    [{'weight_decay': 0.0}, {'weight_decay': 0.0001}]
     >>> opts.train_config().as_dict()
     {'epochs': 2, 'lr': 0.01, 'batch_size': None, 'eval_every': 1}
     >>> try:
@@ -78,6 +82,7 @@ class SweepOptions:
         eval_every=1,
         alphas=ALPHAS,
         betas=BETAS,
+        weight_decays=None,
         select_splits=3,
         device="cpu",
         jobs=1,
@@ -116,6 +121,10 @@ class SweepOptions:
         for b in self.betas:
             if not (math.isfinite(b) and b >= 0):
                 raise ExperimentError(f"beta must be >= 0, got {b}")
+        self.weight_decays = None if weight_decays is None else tuple(float(w) for w in weight_decays)
+        for w in self.weight_decays or ():
+            if not (math.isfinite(w) and w >= 0):
+                raise ExperimentError(f"weight decay must be >= 0, got {w}")
         self.select_splits = int(select_splits)
         try:
             resolve_device(device)
@@ -143,9 +152,11 @@ class SweepOptions:
         """The :class:`~pyro_probmix.experiments.train.TrainConfig` of every run."""
         return TrainConfig(self.epochs, self.lr, self.batch_size, self.eval_every, self.device, compile=self.compile)
 
-    def grid(self):
-        """The ``(alpha, beta)`` grid as a list of hyper-parameter dicts."""
-        return [{"alpha": a, "beta": b} for a, b in product(self.alphas, self.betas)]
+    def grid(self, method="ProbMix"):
+        """The selection grid of ``method`` as a list of hyper-parameter dicts: ``(alpha, beta)``,
+        or weight decays for the methods without mixing (``weight_decays``; default: as many as
+        the ``(alpha, beta)`` grid has points)."""
+        return selection_grid(method, self.alphas, self.betas, self.weight_decays)
 
     def selection_units(self, dataset):
         """The units whose validation NLL selects the hyper-parameters: the first
@@ -371,7 +382,8 @@ def _val_nll(store, spec):
 
 
 def select_hparams(opts, dataset, arch, method_name):
-    """``(chosen hparams, {config: mean val NLL})`` for one method (ERM: no hyper-parameters).
+    """``(chosen hparams, {config: mean val NLL})`` for one method, over its grid
+    (:meth:`SweepOptions.grid`).
 
     >>> import tempfile
     >>> tmp = tempfile.TemporaryDirectory()
@@ -389,7 +401,7 @@ def select_hparams(opts, dataset, arch, method_name):
     units = opts.selection_units(dataset)
     scores = OrderedDict()
     best, best_score = None, math.inf
-    for hp in opts.grid():
+    for hp in opts.grid(method_name):
         method = resolve_method(method_name, **hp)
         vals = [_val_nll(store, _spec(opts, dataset, arch, method, u)) for u in units]
         score = float(np.mean(vals)) if vals else math.inf
@@ -437,13 +449,13 @@ def run_sweep(opts):
     ['ERM', 'ProbMix']
     >>> tmp.cleanup()
     """
-    grid = opts.grid()
     select_specs, chosen = [], {}
     for dataset, arch in product(opts.datasets, opts.archs):
         sel_units = opts.selection_units(dataset)
         grid_units = sorted(set(sel_units) | set(opts.units[dataset])) if opts.suite.ablation else sel_units
         for name in opts.methods:
-            if name == "ERM" or len(grid) < 2:
+            grid = opts.grid(name)
+            if len(grid) < 2:
                 continue
             for hp in grid:
                 method = resolve_method(name, **hp)
@@ -453,9 +465,8 @@ def run_sweep(opts):
     for dataset, arch in product(opts.datasets, opts.archs):
         selection = load_selection(opts.out, opts.experiment, arch, dataset)
         for name in opts.methods:
-            if name == "ERM":
-                hparams, scores = {}, {}
-            elif len(grid) < 2:
+            grid = opts.grid(name)
+            if len(grid) < 2:
                 hparams, scores = resolve_method(name, **grid[0]).hparams(), {}
             else:
                 hparams, scores = select_hparams(opts, dataset, arch, name)
@@ -463,7 +474,7 @@ def run_sweep(opts):
                 "hparams": hparams,
                 "val_nll": scores,
                 "units": opts.selection_units(dataset),
-                "grid": {"alpha": list(opts.alphas), "beta": list(opts.betas)},
+                "grid": {k: list(dict.fromkeys(hp[k] for hp in grid)) for k in grid[0]},  # the axes
                 "train": opts.train_config().as_dict(),
             }
             chosen.setdefault((dataset, arch), {})[name] = hparams

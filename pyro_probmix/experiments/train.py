@@ -6,7 +6,9 @@ The one training loop of every method.
 shapes; different splits or seeds) in one optimisation: the Pyro model of
 :func:`~pyro_probmix.experiments.models.make_model` over the ``R * N`` rows, its loss the
 negative log joint ``-trace.log_prob_sum() / N`` (no latent sites, so this is the negative
-ELBO), Adam on the network's parameters. ERM runs the model as is; every other method runs it
+ELBO), Adam on the network's parameters with the method's ``weight_decay`` (an L2 penalty on
+each run's own parameters: the methods without mixing select it, the others leave it at 0).
+ERM and the controls M-ERM, M-ERM-star run the model as is; every other method runs it
 inside ``probmix(alpha, graph, beta=..., label_fusion=...)`` with a graph that only pairs rows of
 the same run (:mod:`~pyro_probmix.experiments.blocks`). Runs do not interact: their parameters,
 Adam moments and losses are separate, so each is trained exactly as it would be alone (Adam is
@@ -207,7 +209,7 @@ def _val_nll(net, method, task, x, y, seed, samples):
 
 def objective(method, task, net, x, y, graph=None, batch=None):
     """``(loss, handler, trace)`` of one training step: ``-log p(y | x) / N`` of the Pyro model
-    (inside ``probmix`` for every method but ERM), the handler (``None`` for ERM), whose
+    (inside ``probmix`` for every mixing method), the handler (``None`` for ERM and the controls), whose
     ``pairings["data"]`` holds the pairs and lambdas the step used, and the model's trace.
 
     :param x: ``(R, N, ...)`` tensor of inputs.
@@ -321,7 +323,7 @@ def train_group(
     graph = make_graph(method, x_train) if method.uses_handler else None
     pyro.clear_param_store()
     pyro.set_rng_seed(rng_seed)
-    optim = torch.optim.Adam(net.parameters(), lr=config.lr)
+    optim = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=method.weight_decay)
     steps_per_epoch = 1 if batch is None else math.ceil(n / batch)
     torch.set_flush_denormal(True)  # denormal floats slow CPU training down ~20x
     keep_freed_memory()
