@@ -276,10 +276,11 @@ class ProbMixMessenger(Messenger):
         return pairing
 
     def _draw_within(self, msg, frame, indices, observed):
+        device = msg["value"].device  # where the rows live, whatever the plate's device
         if self.graph.num_nodes is None:
-            nodes = torch.arange(frame.size, device=msg["value"].device)
+            nodes = torch.arange(frame.size, device=device)
         else:
-            nodes = self._training_rows(frame, indices)
+            nodes = self._training_rows(frame, indices).to(device)
         return draw_within(self.graph, self.lam_sampler, frame.name, nodes, _dtype_of(msg), observed)
 
     def _training_rows(self, frame, indices):
