@@ -104,3 +104,27 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs_the_quick_start(wheel, tm
     assert done.stdout == expected
     cli = subprocess.run([venv / "bin" / "probmix-experiments", "--help"], env=env, capture_output=True, text=True)
     assert cli.returncode == 0 and "Reproduce the experiments of the ProbMix paper" in cli.stdout
+
+
+def test_the_public_api_of_the_building_blocks_is_annotated():
+    """Every public function, constructor and extension method (the base classes' methods) of
+    metrics, labels, graphs and embedding has annotated parameters and return type."""
+    import inspect
+
+    from pyro_probmix import embedding, graphs, labels, metrics  # embedding: the function
+
+    callables = [embedding, graphs.Graph.sample, *(getattr(labels.LabelKernel, name) for name in (
+        "centre", "pool", "expected_log_prob", "log_expected_prob", "mixed_expected_log_prob"))]
+    for module in (metrics, labels, graphs):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            callables.append(obj.__init__ if inspect.isclass(obj) else obj)
+    missing = []
+    for fn in callables:
+        if fn is object.__init__:  # a class without a constructor of its own
+            continue
+        signature = inspect.signature(fn)
+        unannotated = [p for p in signature.parameters.values() if p.name != "self" and p.annotation is p.empty]
+        if unannotated or signature.return_annotation is signature.empty:
+            missing.append(fn.__qualname__)
+    assert missing == []
