@@ -177,6 +177,7 @@ def _pin_kernel():
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
             # figures are rendered into the page, whatever MPLBACKEND the caller has set
             "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+            "MATPLOTLIBRC": str(DOCS / "matplotlibrc"),  # 150 dpi figures
             # the tutorials' networks are small: one thread per kernel is as fast on an idle
             # machine and up to 10x faster on a busy one (no OpenMP threads spinning against
             # other processes, or against a second notebook under sphinx-build -j 2)
