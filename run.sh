@@ -15,9 +15,12 @@ setup() {
     # reinstall only when the project's requirements change
     local stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
     if [ ! -f "$stamp" ]; then
-        # torch first, pinned: 2.13.0 is the CPU build this project is tested with (an unpinned
-        # torch pulls a multi-GB CUDA build); then pyro-ppl and the package with its extras
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
+        # torch first, pinned to 2.13.0, the version this project is tested with (its CPU build);
+        # the default index serves the build for this platform (on Linux a multi-GB CUDA one):
+        # pass TORCH_INDEX_URL=<the CPU or CUDA index of pytorch.org> to choose; then pyro-ppl
+        # and the package with its extras
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+            ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==2.13.0"
         "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[dev,experiments,docs]"
         rm -f "$VENV"/.installed-*
         touch "$stamp"

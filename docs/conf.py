@@ -6,18 +6,30 @@ Build (warnings are errors; every tutorial notebook is executed)::
 
     PROBMIX_FAST=1 .venv/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
 
-``PROBMIX_FAST=1`` makes each tutorial run its short setting (seconds instead of minutes). The
-build needs no network: intersphinx is not used, and the data the tutorials read come from
-``shared/data`` (or ``$PROBMIX_DATA``). Environment variables read here:
+``PROBMIX_FAST=1`` makes each tutorial run its short setting (seconds instead of minutes), as
+continuous integration does; without it the tutorials run their full setting, the one to
+publish (under three minutes per notebook on a 2-core CPU, and only when a notebook's code
+changed: see the execution cache below).
+Each page says which setting produced it, and the numbers in its text are glued from its own
+cells (myst-nb's ``glue``), so text and outputs cannot disagree in either setting.
 
-* ``PROBMIX_DOCS_EXECUTE``: myst-nb execution mode, ``force`` (default: run every notebook on
-  every build, the only mode in which ``PROBMIX_FAST`` is honoured reliably, since the cache is
-  keyed on the code alone), ``cache``, ``auto`` or ``off``.
+The build needs no network: intersphinx is not used (links to Pyro's and PyTorch's documentation
+are ``extlinks``, plain URLs), and the data the tutorials read come from ``shared/data`` (or
+``$PROBMIX_DATA``). Environment variables read here:
+
+* ``PROBMIX_FAST``: ``1`` for the short setting.
+* ``PROBMIX_DOCS_EXECUTE``: myst-nb execution mode. Default: ``force`` in the fast setting (run
+  every notebook on every build), ``cache`` in the full one (run a notebook only when its code
+  changed; the cache of each setting lives in its own folder, since myst-nb keys it on the code
+  alone). ``auto`` and ``off`` are myst-nb's other modes.
 """
 import json
 import os
 import sys
 from pathlib import Path
+
+import nbformat
+from myst_nb.core.read import read_myst_markdown_notebook
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
@@ -38,9 +50,16 @@ extensions = [
     "sphinx.ext.mathjax",  # MathJax is loaded by the reader's browser, not at build time
     "sphinx.ext.viewcode",
     "myst_nb",  # MyST Markdown pages and MyST notebooks (executed at build time)
+    "sphinx.ext.extlinks",  # links into Pyro's and PyTorch's documentation, no network needed
 ]
 
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**/.ipynb_checkpoints"]
+# {pyro}`SVI <inference_algos.html#pyro.infer.svi.SVI>` links to Pyro's stable documentation
+extlinks = {
+    "pyro": ("https://docs.pyro.ai/en/stable/%s", None),
+    "torch": ("https://pytorch.org/docs/stable/%s", None),
+}
+
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**/.ipynb_checkpoints", "tutorials/_notebooks"]
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 root_doc = "index"
 
@@ -56,19 +75,22 @@ napoleon_use_rtype = False
 # -- MyST / myst-nb --------------------------------------------------------------------------
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "substitution", "deflist"]
 myst_heading_anchors = 3
-nb_execution_mode = os.environ.get("PROBMIX_DOCS_EXECUTE", "force")
+FAST = os.environ.get("PROBMIX_FAST", "0") not in ("", "0")
+SETTING = "fast" if FAST else "full"
+nb_execution_mode = os.environ.get("PROBMIX_DOCS_EXECUTE", "force" if FAST else "cache")
 nb_execution_timeout = 900  # seconds per cell; the full (non-FAST) setting is well under this
 nb_execution_raise_on_error = False  # a failing cell is a warning (an error under -W) with its traceback in the log
 nb_execution_show_tb = True
 nb_execution_allow_errors = False
 nb_merge_streams = True
 nb_render_markdown_format = "myst"  # Markdown outputs (the result tables) with MyST, tables included
-nb_execution_cache_path = str(DOCS / "_build" / ".jupyter_cache")
+nb_execution_cache_path = str(DOCS / "_build" / f".jupyter_cache-{SETTING}")
 
 # -- HTML ------------------------------------------------------------------------------------
 html_theme = "furo"
 html_title = f"pyro-probmix {release}"
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["probmix.css"]  # wide tables scroll instead of being clipped
 html_show_sourcelink = True
 
 # -- pages owned by other parts of the project ------------------------------------------------
@@ -93,8 +115,37 @@ def _optional_pages(app, docname, source):
     if docname != "index":
         return
     lines = "\n".join(OPTIONAL_PAGES)
-    block = f"```{{toctree}}\n:maxdepth: 1\n:caption: Experiments and results\n\n{lines}\n```\n" if OPTIONAL_PAGES else ""
+    block = f"```{{toctree}}\n:hidden:\n:caption: Experiments and results\n\n{lines}\n```\n" if OPTIONAL_PAGES else ""
     source[0] = source[0].replace("<!-- optional-pages -->", block)
+
+
+TUTORIALS = DOCS / "tutorials"
+NOTEBOOKS = TUTORIALS / "_notebooks"  # generated, ignored by git and by Sphinx
+
+
+def _write_notebooks():
+    """
+    Each tutorial as a Jupyter notebook (``.ipynb``, without outputs) for the download link at
+    the top of its page; the MyST Markdown source is the one that is maintained.
+    """
+    NOTEBOOKS.mkdir(exist_ok=True)
+    for source in sorted(TUTORIALS.glob("[0-9][0-9]_*.md")):
+        notebook = read_myst_markdown_notebook(source.read_text())
+        nbformat.write(notebook, NOTEBOOKS / f"{source.stem}.ipynb")
+
+
+def _download_links(app, docname, source):
+    """Puts the download links of a tutorial under its title."""
+    if not docname.startswith("tutorials/") or not (NOTEBOOKS / f"{docname[10:]}.ipynb").exists():
+        return
+    name = docname[10:]
+    links = (
+        f"\n*Download this tutorial:* {{download}}`Jupyter notebook <_notebooks/{name}.ipynb>` "
+        f"or {{download}}`MyST Markdown notebook <{name}.md>` (open it with jupytext).\n"
+    )
+    title = source[0].index("\n# ")
+    end = source[0].index("\n", title + 1)
+    source[0] = source[0][: end + 1] + links + source[0][end + 1 :]
 
 
 def _always_reread(app, env, added, changed, removed):
@@ -126,6 +177,7 @@ def _pin_kernel():
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
             # figures are rendered into the page, whatever MPLBACKEND the caller has set
             "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+            "MATPLOTLIBRC": str(DOCS / "matplotlibrc"),  # 150 dpi figures
             # the tutorials' networks are small: one thread per kernel is as fast on an idle
             # machine and up to 10x faster on a busy one (no OpenMP threads spinning against
             # other processes, or against a second notebook under sphinx-build -j 2)
@@ -144,9 +196,11 @@ def _pin_kernel():
 
 
 _pin_kernel()
+_write_notebooks()
 
 
 def setup(app):
     app.connect("source-read", _optional_pages)
+    app.connect("source-read", _download_links)
     app.connect("env-get-outdated", _always_reread)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -3,14 +3,21 @@ Toy regression of the paper (§6.1): y = x^3 + eps, eps ~ N(0, 9), 100 training 
 x ~ U(-4, 4), test points x ~ U(4, 6) out of the training range. A heteroscedastic MLP
 (128-64) is trained full batch for 500 epochs (Adam, lr 0.01) with ERM and with ProbMix,
 LocKProbMix, M-ProbMix and LocKM-ProbMix; the script prints the test MSE and NLL (mean ± std
-over runs) and writes the predictive mean ± 2 sigma of each method to a PNG.
+over runs), writes the same table as Markdown and the predictive mean ± 2 sigma of each method
+to a PNG.
 
     python examples/toy_regression.py [--runs 3] [--epochs 500] [--alpha 0.1] [--beta 0.0]
-                                      [--out out/toy_regression.png] [--device cpu]
+                                      [--out out/toy_regression.png] [--table out/toy_regression.md]
+                                      [--device cpu]
+
+The README quotes the table of the default settings from examples/toy_regression.md; after a
+change that moves the numbers, regenerate it with `bash run.sh demo --table examples/toy_regression.md`
+and paste it into the README (tests/test_readme.py checks that the two agree).
 """
 import argparse
 import math
 import time
+from pathlib import Path
 
 import pyro
 import pyro.distributions as dist
@@ -105,6 +112,12 @@ def train(method, x, y, args, seed):
     return net
 
 
+def _spread(values):
+    """``mean ± std`` over runs (one decimal), or the value of a single run."""
+    t = torch.tensor(values)
+    return f"{t.mean():.1f} ± {t.std():.1f}" if len(t) > 1 else f"{t.mean():.1f}"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
@@ -114,7 +127,8 @@ def main(argv=None):
     parser.add_argument("--beta", type=float, default=0.0)
     parser.add_argument("--samples", type=int, default=64, help="embedding draws at prediction")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--out", default="out/toy_regression.png")
+    parser.add_argument("--out", default="out/toy_regression.png", help="the figure (PNG)")
+    parser.add_argument("--table", default="out/toy_regression.md", help="the printed table, as a Markdown file")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
 
@@ -141,12 +155,14 @@ def main(argv=None):
 
     print(f"toy regression, test x ~ U(4, 6): {args.runs} runs, {args.epochs} epochs, "
           f"alpha={args.alpha}, beta={args.beta} ({time.perf_counter() - start:.0f} s)")
-    print("| method | test MSE | test NLL |")
-    print("|---|---|---|")
-    for method, s in scores.items():
-        mse, nll = torch.tensor(s["MSE"]), torch.tensor(s["NLL"])
-        spread = lambda t: f"{t.mean():.1f} ± {t.std():.1f}" if len(t) > 1 else f"{t.mean():.1f}"  # noqa: E731
-        print(f"| {method} | {spread(mse)} | {spread(nll)} |")
+    table = "\n".join(["| method | test MSE | test NLL |", "|---|---|---|"] + [
+        f"| {method} | {_spread(s['MSE'])} | {_spread(s['NLL'])} |" for method, s in scores.items()
+    ]) + "\n"
+    print(table, end="")
+    table_path = Path(args.table)
+    table_path.parent.mkdir(parents=True, exist_ok=True)
+    table_path.write_text(table)
+    print(f"table: {table_path}")
     x, y, grid, x_test, y_test = data_run0
     path = plot_regression_bands(x, y, grid, bands, args.out, x_test=x_test, y_test=y_test, truth=grid**3)
     print(f"figure: {path}")

@@ -2,8 +2,11 @@
 """
 Stochastic embedding layers :math:`z \\sim q(z|x)` that M-ProbMix fuses (§3.3).
 """
+from __future__ import annotations
+
 import pyro
 import torch
+from torch.distributions import Distribution
 from pyro.poutine.runtime import am_i_wrapped
 
 __all__ = ["embedding", "EMBEDDING_KEY"]
@@ -12,7 +15,7 @@ __all__ = ["embedding", "EMBEDDING_KEY"]
 EMBEDDING_KEY = "probmix_embedding"
 
 
-def embedding(name, fn, *, mean=False):
+def embedding(name: str, fn: Distribution, *, mean: bool = False) -> torch.Tensor:
     """
     A reparameterised stochastic layer ``z ~ fn`` that adds nothing to the ELBO.
 
@@ -30,6 +33,7 @@ def embedding(name, fn, *, mean=False):
     :param bool mean: propagate the (fused) mean instead of a sample.
 
     >>> import torch, pyro, pyro.distributions as dist
+    >>> from pyro_probmix import embedding
     >>> with pyro.plate("data", 3):
     ...     z = embedding("z", dist.Normal(torch.zeros(3, 2), 1.0).to_event(1), mean=True)
     >>> z.shape

@@ -13,6 +13,8 @@ them there. Randomness comes only from torch's global RNG on the anchors' device
 * :class:`LabelKernelGraph` - weights ``exp(-||y_i - y_j||^2 / 2h^2)`` (C-Mixup).
 * :class:`WeightedGraph` - any weighted directed edge list.
 """
+from __future__ import annotations
+
 import math
 import numbers
 
@@ -137,10 +139,10 @@ class Graph:
 
     num_nodes = None
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._tables = {}  # device -> tuple of sampling tables on that device
 
-    def sample(self, anchors, num_rows):
+    def sample(self, anchors: torch.Tensor, num_rows: int) -> torch.Tensor:
         """
         Draws one partner for each anchor.
 
@@ -235,7 +237,7 @@ class FullGraph(Graph):
     [0, 0, 0]
     """
 
-    def __init__(self, self_loops=False):
+    def __init__(self, self_loops: bool = False) -> None:
         super().__init__()
         if not isinstance(self_loops, bool):
             raise ValueError(f"self_loops must be a bool, got self_loops={self_loops!r}")
@@ -316,7 +318,9 @@ class KNNGraph(Graph):
     [2, 1]
     """
 
-    def __init__(self, features, k=5, standardize=True, chunk_size=None):
+    def __init__(
+        self, features: torch.Tensor, k: int = 5, standardize: bool = True, chunk_size: int | None = None
+    ) -> None:
         super().__init__()
         x = _data_rows("features", features)
         n = x.shape[0]
@@ -410,7 +414,9 @@ class WeightedGraph(Graph):
     [0, 0]
     """
 
-    def __init__(self, edges, weights=None, num_nodes=None):
+    def __init__(
+        self, edges: torch.Tensor, weights: torch.Tensor | None = None, num_nodes: int | None = None
+    ) -> None:
         super().__init__()
         edges = _as_tensor(edges)
         if not (
@@ -490,7 +496,7 @@ class WeightedGraph(Graph):
         self._set_tables(cumulative, last, targets)
 
     @property
-    def num_edges(self):
+    def num_edges(self) -> int:
         return self.edges.shape[1]
 
     def _sample(self, anchors, num_rows):
@@ -534,7 +540,7 @@ class LabelKernelGraph(WeightedGraph):
     [1, 1]
     """
 
-    def __init__(self, labels, bandwidth, *, max_edges=5 * 10**7):
+    def __init__(self, labels: torch.Tensor, bandwidth: float, *, max_edges: int = 5 * 10**7) -> None:
         y = _data_rows("labels", labels).to(torch.float64)
         if not (_is_real(bandwidth) and 0 < bandwidth < math.inf):
             raise ValueError(f"bandwidth must be a finite number > 0, got bandwidth={bandwidth!r}")

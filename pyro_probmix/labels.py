@@ -14,11 +14,14 @@ pool of the two kernels (``fusion="log_linear"``). A site's loss is then
 Both are computed in closed form where one exists and by Monte Carlo with ``num_samples``
 draws of :math:`\\tilde y` otherwise.
 """
+from __future__ import annotations
+
 import math
+from typing import Any  # a kernel's per-row representation (a tensor, a distribution...)
 
 import torch
 from pyro.distributions import Independent, MultivariateNormal, Normal
-from torch.distributions import constraints
+from torch.distributions import Distribution, constraints
 
 from .pooling import _mix
 
@@ -35,7 +38,7 @@ LABEL_FUSIONS = ("linear", "log_linear")
 CRITERIA = ("expected_log", "log_expected")
 
 
-def check_beta(beta):
+def check_beta(beta: float) -> float:
     """``beta`` as a float, or a ValueError saying what is accepted."""
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta < math.inf:
         raise ValueError(f"beta must be a finite number >= 0, got beta={beta!r}")
@@ -68,23 +71,25 @@ class LabelKernel:
     #: whether :meth:`pool` (log-linear label fusion) is defined for this kernel
     poolable = True
 
-    def centre(self, d, y):
+    def centre(self, d: Distribution, y: torch.Tensor) -> Any:
         """The kernel :math:`s_\\beta(\\cdot|y)` in this kernel's representation, for a site of ``d``."""
         raise NotImplementedError
 
-    def pool(self, s_i, s_j, lam, event_dim):
+    def pool(self, s_i: Any, s_j: Any, lam: torch.Tensor, event_dim: int) -> Any:
         """The log-linear pool :math:`s_i^\\lambda s_j^{1-\\lambda}` of two centres."""
         raise NotImplementedError
 
-    def expected_log_prob(self, d, s, num_samples):
+    def expected_log_prob(self, d: Distribution, s: Any, num_samples: int) -> torch.Tensor:
         """:math:`E_{\\tilde y \\sim s}[\\log d(\\tilde y)]`, shape ``d.batch_shape``."""
         raise NotImplementedError
 
-    def log_expected_prob(self, d, s, num_samples):
+    def log_expected_prob(self, d: Distribution, s: Any, num_samples: int) -> torch.Tensor:
         """:math:`\\log E_{\\tilde y \\sim s}[d(\\tilde y)]` (Appendix B), shape ``d.batch_shape``."""
         raise NotImplementedError
 
-    def mixed_expected_log_prob(self, d, s_i, s_j, lam, num_samples):
+    def mixed_expected_log_prob(
+        self, d: Distribution, s_i: Any, s_j: Any, lam: torch.Tensor, num_samples: int
+    ) -> torch.Tensor:
         """``lam E_i + (1 - lam) E_j``: the expected log-density under linear label fusion."""
         return _mix(
             self.expected_log_prob(d, s_i, num_samples),
@@ -113,7 +118,7 @@ class GaussianKernel(LabelKernel):
     -1.1689385175704956
     """
 
-    def __init__(self, beta):
+    def __init__(self, beta: float) -> None:
         self.beta = check_beta(beta)
 
     def centre(self, d, y):
@@ -188,11 +193,11 @@ class SmoothingKernel(LabelKernel):
     tensor([0.0769, 0.0769, 0.8462])
     """
 
-    def __init__(self, beta):
+    def __init__(self, beta: float) -> None:
         self.beta = check_beta(beta)
 
     @property
-    def poolable(self):
+    def poolable(self) -> bool:
         # with beta = 0 two different labels have disjoint kernels: their pool is undefined
         return self.beta > 0
 
@@ -257,7 +262,7 @@ def _is_real(support):
     return support is constraints.real or support is constraints.real_vector
 
 
-def default_label_kernel(d, beta):
+def default_label_kernel(d: Distribution, beta: float) -> LabelKernel:
     """
     The paper's kernel for the family of ``d`` (§5): :class:`GaussianKernel` for real-valued
     labels (with ``beta = 0`` too: its log-linear pool is the mixup label), otherwise
@@ -285,8 +290,15 @@ def default_label_kernel(d, beta):
 
 
 def fused_label_log_prob(
-    d, y_i, y_j, lam, kernel, fusion="linear", criterion="expected_log", num_samples=1
-):
+    d: Distribution,
+    y_i: torch.Tensor,
+    y_j: torch.Tensor,
+    lam: torch.Tensor,
+    kernel: LabelKernel,
+    fusion: str = "linear",
+    criterion: str = "expected_log",
+    num_samples: int = 1,
+) -> torch.Tensor:
     """
     Label-fused log-likelihood of a (pooled) distribution ``d``: the site loss of §3.2 for the
     pair of labels ``(y_i, y_j)`` with weight ``lam``.

@@ -14,10 +14,16 @@ on the input's device. Arithmetic runs in at least float32, because half precisi
 tails of the normal CDF. Input checks read a flag back from the device, which is the only other
 host sync.
 """
+from __future__ import annotations
+
 import math
 import statistics
+from collections.abc import Sequence
 
 import torch
+
+#: a scale: a tensor, or one number for every row
+TensorLike = torch.Tensor | float
 
 __all__ = [
     "accuracy",
@@ -82,7 +88,7 @@ def _std_normal_cdf(z):
     return 0.5 * torch.erfc(-z / math.sqrt(2))
 
 
-def gaussian_nll(loc, scale, y):
+def gaussian_nll(loc: torch.Tensor, scale: TensorLike, y: torch.Tensor) -> float:
     """
     Mean negative log-likelihood of ``y`` under ``Normal(loc, scale)``.
 
@@ -107,7 +113,7 @@ def gaussian_nll(loc, scale, y):
     return _row_mean(0.5 * z**2 + scale.log() + _LOG_SQRT_2PI)
 
 
-def nll(dist, y):
+def nll(dist: torch.distributions.Distribution, y: torch.Tensor) -> float:
     """
     Mean negative log-likelihood of ``y`` under any predictive distribution.
 
@@ -145,7 +151,7 @@ def nll(dist, y):
     return _row_mean(-log_p.to(_compute_dtype(log_p)))
 
 
-def rmse(pred, y):
+def rmse(pred: torch.Tensor, y: torch.Tensor) -> float:
     """
     Root mean squared error over all entries.
 
@@ -199,7 +205,7 @@ def _check_labels(y, scores, name):
     return y
 
 
-def accuracy(probs_or_logits, y):
+def accuracy(probs_or_logits: torch.Tensor, y: torch.Tensor) -> float:
     """
     Fraction of rows whose highest-scoring class is the label.
 
@@ -223,7 +229,7 @@ def accuracy(probs_or_logits, y):
     return (scores.argmax(-1) == y).to(_compute_dtype(scores)).mean().item()
 
 
-def gaussian_crps(loc, scale, y):
+def gaussian_crps(loc: torch.Tensor, scale: TensorLike, y: torch.Tensor) -> float:
     """
     Continuous ranked probability score of ``Normal(loc, scale)`` at ``y``, in closed form.
 
@@ -254,7 +260,9 @@ def gaussian_crps(loc, scale, y):
     return _row_mean(crps)
 
 
-def interval_coverage(loc, scale, y, levels=(0.5, 0.8, 0.9, 0.95)):
+def interval_coverage(
+    loc: torch.Tensor, scale: TensorLike, y: torch.Tensor, levels: Sequence[float] = (0.5, 0.8, 0.9, 0.95)
+) -> dict[float, float]:
     """
     Fraction of ``y`` inside the central intervals of ``Normal(loc, scale)``.
 
@@ -293,7 +301,7 @@ def interval_coverage(loc, scale, y, levels=(0.5, 0.8, 0.9, 0.95)):
     return dict(zip(levels, coverage))
 
 
-def pit(loc, scale, y):
+def pit(loc: torch.Tensor, scale: TensorLike, y: torch.Tensor) -> torch.Tensor:
     """
     Probability integral transform ``Phi((y - loc) / scale)`` of each target.
 
@@ -325,7 +333,7 @@ def _check_bins(bins):
         raise ValueError(f"bins must be a positive int, got {bins!r}")
 
 
-def pit_histogram(pit_values, bins=10):
+def pit_histogram(pit_values: torch.Tensor, bins: int = 10) -> torch.Tensor:
     """
     Counts of PIT values in ``bins`` equal-width bins ``[k / bins, (k + 1) / bins)`` of [0, 1].
 
@@ -383,7 +391,9 @@ def _top_label_sums(probs, y, bins):
     return counts, (member * confidence.unsqueeze(-1)).sum(0), (member * correct.unsqueeze(-1)).sum(0)
 
 
-def reliability_bins(probs, y, bins=15):
+def reliability_bins(
+    probs: torch.Tensor, y: torch.Tensor, bins: int = 15
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """
     Reliability diagram of the top-label predictions over ``bins`` equal-width confidence bins.
 
@@ -419,7 +429,7 @@ def reliability_bins(probs, y, bins=15):
     return confidence_sum / counts, correct_sum / counts, counts
 
 
-def expected_calibration_error(probs, y, bins=15):
+def expected_calibration_error(probs: torch.Tensor, y: torch.Tensor, bins: int = 15) -> float:
     """
     Top-label expected calibration error over ``bins`` equal-width confidence bins.
 

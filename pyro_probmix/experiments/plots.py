@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from pyro_probmix.metrics import pit_histogram
 
 __all__ = [
+    "line_style",
     "plot_boxplots",
     "plot_coverage",
     "plot_decision_boundaries",
@@ -30,10 +31,16 @@ __all__ = [
     "plot_reliability",
 ]
 
-DPI = 120
+DPI = 150
 _PANEL_SIZE = (3.4, 2.9)  # inches per panel
 _MAX_COLUMNS = 4
 _CLASS_COLOURS = np.array(matplotlib.colormaps["tab10"].colors)
+# one line per method: 12 distinct colours of a qualitative palette (tab10, black, gold), each
+# with its own marker, so that the 9 to 11 methods of an experiment never share a style
+_LINE_COLOURS = [*matplotlib.colormaps["tab10"].colors, "black", "gold"]
+_LINE_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
+_WHISKER = 1.5  # box-plot whiskers reach 1.5 interquartile ranges, matplotlib's default
+_CLIP_FACTOR = 3.0  # box plots clip their y-axis when the runs span this many times the whiskers
 
 
 def _numpy(x):
@@ -66,6 +73,21 @@ def _panels(count, **share):
     return fig, axes[:count]
 
 
+def line_style(index):
+    """
+    The colour, marker and line style of the ``index``-th method of a line plot: distinct for the
+    first 12, then the colours repeat with a dashed line.
+
+    >>> line_style(0)["marker"], line_style(11)["color"], line_style(12)["linestyle"]
+    ('o', 'gold', '--')
+    """
+    return {
+        "color": _LINE_COLOURS[index % len(_LINE_COLOURS)],
+        "marker": _LINE_MARKERS[index % len(_LINE_MARKERS)],
+        "linestyle": "-" if index < len(_LINE_COLOURS) else "--",
+    }
+
+
 def _save(fig, path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,8 +102,10 @@ def plot_regression_bands(
     One panel per method: predictive mean ± 2 std over ``x_grid``, training points and, when
     given, out-of-distribution test points and the true function (as the paper's Figures 2, 3).
 
-    The y-axis frames the data rather than the bands, so a method whose band explodes out of
-    distribution does not flatten every other panel.
+    The upper panels share a y-axis that frames the data rather than the bands, so a method
+    whose band explodes out of distribution does not flatten every other panel. Under each, the
+    same band on its own scale: ± 2 std around zero with the residuals ``y - mean``, so that
+    narrow bands stay readable and the out-of-distribution points outside them are visible.
 
     Parameters
     ----------
@@ -104,8 +128,8 @@ def plot_regression_bands(
     >>> results = {"ERM": (grid, 0.1 + 0 * grid), "ProbMix": (grid, 0.2 + 0 * grid)}
     >>> path = plot_regression_bands([-0.5, 0.5], [-0.4, 0.6], grid, results, Path(tmp.name, "bands.png"),
     ...                              x_test=[1.0], y_test=[1.2], truth=lambda x: x)
-    >>> path.name, matplotlib.image.imread(path).shape  # two panels of 3.4 x 2.9 in at 120 dpi
-    ('bands.png', (348, 816, 4))
+    >>> path.name, matplotlib.image.imread(path).shape  # two columns of 3.4 x 4.2 in at 150 dpi
+    ('bands.png', (630, 1020, 4))
     >>> tmp.cleanup()
     """
     _check_methods("results", results)
@@ -127,8 +151,14 @@ def plot_regression_bands(
             raise ValueError(f"truth has {truth.size} values but x_grid has {x_grid.size}")
         observed.append(truth)
 
-    fig, axes = _panels(len(results), sharex=True, sharey=True)
-    for ax, (name, (mean, std)) in zip(axes, results.items()):
+    columns = min(len(results), _MAX_COLUMNS)
+    rows = math.ceil(len(results) / columns)
+    fig = _figure((_PANEL_SIZE[0] * columns, 1.45 * _PANEL_SIZE[1] * rows))
+    grid = fig.subplots(2 * rows, columns, squeeze=False, sharex=True, height_ratios=[2, 1] * rows)
+    tops, bottoms = grid[0::2].ravel(), grid[1::2].ravel()
+    for ax in [*tops[len(results):], *bottoms[len(results):]]:
+        ax.set_visible(False)
+    for ax, below, (name, (mean, std)) in zip(tops, bottoms, results.items()):
         mean, std = _numpy(mean).ravel(), _numpy(std).ravel()
         if mean.shape != x_grid.shape or std.shape != x_grid.shape:
             raise ValueError(
@@ -142,14 +172,44 @@ def plot_regression_bands(
         if x_test is not None:
             ax.scatter(x_test, y_test, s=14, color="C3", marker="x", label="test (OOD)")
         ax.set_title(name)
+        _residual_panel(below, x_grid, mean, std, (x_train, y_train), None if x_test is None else (x_test, y_test))
     observed = np.concatenate(observed)
     low, high = observed.min(), observed.max()
     pad = 0.25 * (high - low) or 1.0
-    axes[0].set_ylim(low - pad, high + pad)  # shared by every panel
-    axes[0].legend(fontsize="small", loc="upper left")
+    for ax in tops:
+        ax.set_ylim(low - pad, high + pad)  # the same frame for every method: the data
+    tops[0].legend(fontsize="small", loc="upper left")
+    bottoms[0].legend(fontsize="small", loc="lower left")
+    for ax in grid[:, 0]:
+        ax.set_ylabel("y" if ax in tops else "y − mean")
     fig.supxlabel("x")
-    fig.supylabel("y")
     return _save(fig, path)
+
+
+def _residual_panel(ax, x_grid, mean, std, train, test):
+    """
+    The band of one method on its own scale: ± 2 std around zero and the residuals
+    ``y - mean`` of the data, framed on the band and the training residuals (test residuals
+    beyond the frame are drawn at its edge as triangles).
+    """
+    ax.fill_between(x_grid, -2 * std, 2 * std, color="C0", alpha=0.25, lw=0, label="± 2σ")
+    ax.axhline(0.0, color="C0", lw=1)
+    x_train, y_train = train
+    residual = y_train - np.interp(x_train, x_grid, mean)
+    ax.scatter(x_train, residual, s=6, color="k", alpha=0.6)
+    limit = 1.3 * max(np.abs(2 * std).max(), np.abs(residual).max(), 1e-12)
+    if test is not None:
+        x_test, y_test = test
+        residual = y_test - np.interp(x_test, x_grid, mean)
+        inside = np.abs(residual) <= limit
+        ax.scatter(x_test[inside], residual[inside], s=10, color="C3", marker="x")
+        beyond = (~inside).sum()
+        for sign, marker in ((1, "^"), (-1, "v")):
+            out = sign * residual > limit
+            ax.scatter(x_test[out], np.full(out.sum(), sign * limit), s=14, color="C3", marker=marker, clip_on=False,
+                       label=f"test beyond the axis ({beyond})" if beyond and out.any() else None)
+            beyond = 0 if out.any() else beyond  # one legend entry
+    ax.set_ylim(-limit, limit)
 
 
 def plot_pit_histograms(pits, path, bins=10, counted=False):
@@ -176,7 +236,7 @@ def plot_pit_histograms(pits, path, bins=10, counted=False):
     >>> pits = {"ERM": np.linspace(0, 1, 50), "ProbMix": np.linspace(0, 1, 50) ** 2}
     >>> path = plot_pit_histograms(pits, Path(tmp.name, "figures", "pit.png"), bins=5)
     >>> path.is_file(), matplotlib.image.imread(path).shape  # missing folders are created
-    (True, (348, 816, 4))
+    (True, (435, 1020, 4))
     >>> tmp.cleanup()
     """
     _check_methods("pits", pits)
@@ -222,7 +282,7 @@ def plot_reliability(reliability, path):
     >>> bins = reliability_bins(probs, torch.tensor([0, 1, 1, 1]), bins=5)
     >>> path = plot_reliability({"ERM": bins}, Path(tmp.name, "reliability.png"))
     >>> matplotlib.image.imread(path).shape  # one panel
-    (348, 408, 4)
+    (435, 510, 4)
     >>> tmp.cleanup()
     """
     _check_methods("reliability", reliability)
@@ -252,8 +312,8 @@ def plot_reliability(reliability, path):
 
 def plot_coverage(coverages, path):
     """
-    Empirical against nominal coverage of central intervals, one line per method, with the
-    diagonal. Lines below it are overconfident.
+    Empirical against nominal coverage of central intervals, one line per method (each its own
+    colour and marker, :func:`line_style`), with the diagonal. Lines below it are overconfident.
 
     Parameters
     ----------
@@ -271,17 +331,17 @@ def plot_coverage(coverages, path):
     >>> tmp = tempfile.TemporaryDirectory()
     >>> coverages = {"ERM": {0.5: 0.31, 0.9: 0.72}, "ProbMix": {0.5: 0.48, 0.9: 0.88}}
     >>> path = plot_coverage(coverages, Path(tmp.name, "coverage.png"))
-    >>> path.name, matplotlib.image.imread(path).shape  # one 5 x 5 in axes at 120 dpi
-    ('coverage.png', (600, 600, 4))
+    >>> path.name, matplotlib.image.imread(path).shape  # one 5 x 5 in axes at 150 dpi
+    ('coverage.png', (750, 750, 4))
     >>> tmp.cleanup()
     """
     _check_methods("coverages", coverages)
     fig = _figure((5.0, 5.0))
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="nominal")
-    for name, coverage in coverages.items():
+    for index, (name, coverage) in enumerate(coverages.items()):
         levels = sorted(coverage)
-        ax.plot(levels, [coverage[level] for level in levels], "o-", ms=4, label=name)
+        ax.plot(levels, [coverage[level] for level in levels], ms=4, lw=1.2, label=name, **line_style(index))
     ax.set(
         xlim=(0, 1),
         ylim=(0, 1),
@@ -290,7 +350,7 @@ def plot_coverage(coverages, path):
         ylabel="empirical coverage",
         title="Central intervals (below the diagonal = overconfident)",
     )
-    ax.legend(fontsize="small", loc="upper left")
+    ax.legend(fontsize="small", loc="upper left", ncols=2 if len(coverages) > 6 else 1)
     return _save(fig, path)
 
 
@@ -323,7 +383,7 @@ def plot_decision_boundaries(x, y, grid_xx, grid_yy, probs, path):
     >>> x, y = np.array([[-0.5, 0.0], [0.5, 0.0]]), np.array([1, 0])
     >>> path = plot_decision_boundaries(x, y, xx, yy, {"ERM": probs, "Mix": probs}, Path(tmp.name, "b.png"))
     >>> matplotlib.image.imread(path).shape  # two panels
-    (348, 816, 4)
+    (435, 1020, 4)
     >>> tmp.cleanup()
     """
     _check_methods("probs", probs)
@@ -362,7 +422,9 @@ def plot_boxplots(values, path, ylabel, title):
     Figures 4-13).
 
     Non-finite runs (a diverged NLL) cannot be drawn: they are left out and counted in the
-    method's label.
+    method's label. When a few runs lie far beyond the whiskers (one run at 6,800 against
+    boxes below 100), the y-axis is clipped to the whiskers, those runs are drawn as triangles
+    at its edge, and the method's label gives their count and the most extreme value.
 
     Parameters
     ----------
@@ -381,7 +443,7 @@ def plot_boxplots(values, path, ylabel, title):
     >>> values = {"ERM": [1.0, 1.2, float("nan")], "ProbMix": [0.8, 0.9, 0.85]}  # the NaN is left out
     >>> path = plot_boxplots(values, Path(tmp.name, "nll.png"), "NLL", "test NLL")
     >>> path.suffix, matplotlib.image.imread(path).shape
-    ('.png', (480, 480, 4))
+    ('.png', (600, 600, 4))
     >>> tmp.cleanup()
     """
     _check_methods("values", values)
@@ -396,10 +458,51 @@ def plot_boxplots(values, path, ylabel, title):
         labels.append(f"{name}\n({dropped} non-finite)" if dropped else name)
     positions = np.arange(1, len(data) + 1)
     ax.boxplot(data, positions=positions, widths=0.6, showfliers=False)
+    low, high, clipped = _box_limits(data)
     jitter = np.random.default_rng(0)  # fixed, so a figure is reproducible
-    for position, runs in zip(positions, data):
-        ax.scatter(position + jitter.uniform(-0.15, 0.15, runs.size), runs, s=10, color="C0", alpha=0.6, zorder=3)
+    for index, (position, runs) in enumerate(zip(positions, data)):
+        shown = np.clip(runs, low, high)
+        ax.scatter(position + jitter.uniform(-0.15, 0.15, runs.size), shown, s=10, color="C0", alpha=0.6, zorder=3,
+                   clip_on=False, marker="o")
+        beyond = runs != shown
+        if beyond.any():  # runs past the axis: a triangle at the edge, the count and extreme in the label
+            ax.scatter(np.full(beyond.sum(), position), shown[beyond], s=40, color="C3", zorder=4, clip_on=False,
+                       marker="^" if runs[beyond].max() > high else "v")
+            extreme = runs[beyond][np.argmax(np.abs(runs[beyond]))]
+            labels[index] += f"\n{beyond.sum()} off the axis,\nup to {extreme:,.4g}"
+    if clipped:
+        ax.set_ylim(low, high)
+        ax.set_title(f"{title}\n(axis clipped to the whiskers; ▲/▼ runs off the axis)")
+    else:
+        ax.set_title(title)
     ax.set_xticks(positions, labels, rotation=30, ha="right")
-    ax.set(ylabel=ylabel, title=title)
+    ax.set(ylabel=ylabel)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
+
+
+def _box_limits(data):
+    """
+    ``(low, high, clipped)``: y-limits that show every box and its whiskers. When the runs reach
+    more than ``_CLIP_FACTOR`` times the whiskers' span (one diverged run flattening the boxes),
+    the limits are the whiskers' range, padded, and ``clipped`` is True; else they frame every run.
+
+    >>> _box_limits([np.array([1.0, 2.0, 3.0, 4.0]), np.array([2.0, 3.0, 4.0, 6800.0])])[2]
+    True
+    >>> _box_limits([np.array([1.0, 2.0, 3.0, 4.0])])
+    (0.85, 4.15, False)
+    """
+    finite = [runs for runs in data if runs.size]
+    if not finite:
+        return 0.0, 1.0, False
+    whiskers = []
+    for runs in finite:
+        q1, q3 = np.percentile(runs, [25, 75])
+        reach = _WHISKER * (q3 - q1)
+        whiskers += [runs[runs >= q1 - reach].min(), runs[runs <= q3 + reach].max()]
+    every = np.concatenate(finite)
+    span, whisker_span = every.max() - every.min(), max(whiskers) - min(whiskers)
+    clipped = span > _CLIP_FACTOR * whisker_span
+    low, high = (min(whiskers), max(whiskers)) if clipped else (every.min(), every.max())
+    pad = 0.05 * (high - low) or 1.0
+    return float(low - pad), float(high + pad), bool(clipped)
