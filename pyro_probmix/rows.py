@@ -101,8 +101,9 @@ def _param_names(d):
         for name in d.arg_constraints
         if name in vars(d) or isinstance(getattr(cls, name, None), property)
     ]
+    given = getattr(d, "_param", None)  # torch's record of the parameter the constructor got
     for group in _EXCLUSIVE_PARAMS:
-        present = [name for name in group if name in readable]
+        present = sorted((name for name in group if name in readable), key=lambda n: vars(d).get(n) is not given)
         readable = [name for name in readable if name not in present[1:]]
     return readable
 

@@ -24,15 +24,21 @@ def _log(x):
     return torch.where(positive, torch.where(positive, x, 1).log(), -torch.inf)
 
 
+def _built_from_probs(d):
+    # torch keeps the constructor's parameter as d._param; the other one is derived lazily
+    # (from probs: log(max(probs, eps)), which loses the zeros)
+    return d._param is vars(d).get("probs")
+
+
 def _class_log_probs(d):
     d = getattr(d, "_categorical", d)  # OneHotCategorical keeps a Categorical
-    return d.logits if "logits" in vars(d) else _log(d.probs)
+    return _log(d.probs) if _built_from_probs(d) else d.logits
 
 
 def _binary_logits(d):
-    if "logits" in vars(d):
-        return d.logits
-    return _log(d.probs) - _log(1 - d.probs)  # -inf at probs 0, +inf at probs 1
+    if _built_from_probs(d):
+        return _log(d.probs) - _log(1 - d.probs)  # -inf at probs 0, +inf at probs 1
+    return d.logits
 
 
 def _disjoint_support_error(family):
@@ -48,7 +54,7 @@ def _pool_classes(p, q, lam, family):
     lam = unsqueeze_right(as_weight(lam, log_p), 1)
     logits = _mix(log_p, _class_log_probs(q), lam)
     if bool((logits == -torch.inf).all(-1).any()):
-        raise _disjoint_support_error(family)
+        raise _disjoint_support_error(family.__name__)
     return family(logits=logits, validate_args=False)
 
 
