@@ -4,6 +4,7 @@ import torch
 import torch.distributions as td
 from torch.distributions import transforms as T
 
+from pyro_probmix.pooling import linear_pool
 from pyro_probmix.rows import register_rows, take_rows
 
 pytestmark = pytest.mark.usefixtures("float64")
@@ -94,6 +95,8 @@ FAMILIES = {
 }
 
 
+# torch's Wishart sampler warns when it redraws a singular sample
+@pytest.mark.filterwarnings("ignore:Singular sample detected")
 @pytest.mark.parametrize("dim", [-1, -2])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_selected_rows_score_like_the_original_rows(family, dim):
@@ -112,6 +115,20 @@ def test_selected_rows_score_like_the_original_rows(family, dim):
     # equal to rounding: torch's vectorised and scalar loops round transcendental functions
     # differently, so the same entry of tensors of two shapes may differ in the last bit
     torch.testing.assert_close(selected, d.log_prob(value).index_select(dim, index), rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.filterwarnings("ignore:Singular sample detected")
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_linear_pool_with_partner_rows_works_for_every_family(family):
+    # fusion="linear" needs nothing but take_rows and log_prob
+    g = torch.Generator().manual_seed(1)
+    d = FAMILIES[family](g)
+    partner = take_rows(d, torch.tensor([4, 3, 2, 1, 0]), -1)
+    lam = torch.rand(SHAPE, generator=g)
+    torch.manual_seed(1)
+    value = d.sample()
+    expected = torch.log(lam * d.log_prob(value).exp() + (1 - lam) * partner.log_prob(value).exp())
+    torch.testing.assert_close(linear_pool(d, partner, lam).log_prob(value), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_torch_classes_stay_torch_classes_and_pyro_stay_pyro():

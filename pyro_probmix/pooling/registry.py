@@ -7,7 +7,7 @@ import functools
 
 import torch
 
-__all__ = ["check_poolable", "log_linear_pool", "register_pool", "supported_families"]
+__all__ = ["check_poolable", "log_linear_pool", "register_check", "register_pool", "supported_families"]
 
 _POOL_REGISTRY = {}
 _WRAPPERS = set()  # types whose rule pools the distribution they wrap (not listed as families)
@@ -132,7 +132,20 @@ def log_linear_pool(p, q, lam):
 
 
 def register_check(type_d):
-    """Decorator registering a check of one distribution, run by :func:`check_poolable`."""
+    """
+    Decorator registering a check of one distribution of type ``type_d`` (or a subclass), run
+    by :func:`check_poolable` after the rule lookup; it raises if the rows cannot be pooled.
+
+    >>> class Fixed(torch.distributions.Normal):
+    ...     pass
+    >>> @register_check(Fixed)
+    ... def _check_fixed(d):
+    ...     raise ValueError("Fixed rows never pool")
+    >>> check_poolable(Fixed(0.0, 1.0))
+    Traceback (most recent call last):
+    ...
+    ValueError: Fixed rows never pool
+    """
 
     def decorator(fun):
         _CHECKS[type_d] = fun
@@ -166,14 +179,25 @@ def check_poolable(d):
 
 
 def as_weight(lam, like):
-    """``lam`` as a tensor of the dtype and device of the parameter ``like``."""
+    """
+    ``lam`` as a tensor of the dtype and device of the parameter ``like`` (a float is converted
+    once, from double precision, so ``0.3`` is ``0.3`` in a float64 model).
+
+    >>> as_weight(0.3, torch.zeros(2, dtype=torch.float64)).item() == 0.3
+    True
+    """
     if isinstance(lam, torch.Tensor):
         return lam.to(dtype=like.dtype, device=like.device)
     return torch.tensor(float(lam), dtype=like.dtype, device=like.device)
 
 
 def endpoints(lam, a, b, mixed):
-    """``mixed``, except exactly ``a`` where ``lam == 1`` and ``b`` where ``lam == 0``."""
+    """
+    ``mixed``, except exactly ``a`` where ``lam == 1`` and ``b`` where ``lam == 0``.
+
+    >>> endpoints(torch.tensor([1.0, 0.0, 0.5]), torch.ones(3), torch.zeros(3), torch.full((3,), 7.0))
+    tensor([1., 0., 7.])
+    """
     return torch.where(lam == 1, a, torch.where(lam == 0, b, mixed))
 
 
@@ -186,7 +210,12 @@ def _mix(a, b, lam):
 
 
 def unsqueeze_right(lam, n):
-    """Add ``n`` trailing singleton dims to a tensor ``lam`` so it broadcasts over event dims."""
+    """
+    Add ``n`` trailing singleton dims to a tensor ``lam`` so it broadcasts over event dims.
+
+    >>> unsqueeze_right(torch.zeros(4), 2).shape
+    torch.Size([4, 1, 1])
+    """
     if isinstance(lam, torch.Tensor):
         return lam.reshape(lam.shape + (1,) * n)
     return lam
