@@ -16,7 +16,7 @@ wrappers of them and mixes of the two pool alike; the result is a Pyro distribut
 ``lam`` is a float or a tensor broadcastable to the distributions' ``batch_shape``.
 Linear pooling (a two-component mixture) works for every family: :func:`linear_pool`.
 
-The modules: :mod:`~pyro_probmix.pooling.registry` (dispatch, :func:`check_poolable`),
+The modules: ``registry`` (dispatch, :func:`check_poolable`),
 ``gaussian`` (Normal, HalfNormal, MultivariateNormal), ``families`` (discrete and positive
 families), ``wrappers`` (Independent, masked, expanded, transformed), ``linear``.
 """
