@@ -9,10 +9,14 @@ that each constructor argument is listed in ``arg_constraints`` (with the constr
 ``arg_constraints``) have a rule in a registry that dispatches on the type's class hierarchy,
 like :func:`torch.distributions.kl.register_kl`; :func:`register_rows` adds one.
 """
+import functools
+import inspect
+
 import torch
-from pyro.distributions import Delta, TransformedDistribution
+from pyro.distributions import Delta, FoldedDistribution, ImproperUniform, TransformedDistribution
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from torch.distributions import Independent, LKJCholesky, MixtureSameFamily, Multinomial
+from torch.distributions import RelaxedBernoulli, RelaxedOneHotCategorical
 from torch.distributions import TransformedDistribution as TorchTransformedDistribution
 from torch.distributions import transforms as T
 
@@ -108,6 +112,12 @@ def _param_names(d):
     return readable
 
 
+@functools.lru_cache(maxsize=None)
+def _takes_validate_args(cls):
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    return any(p.name == "validate_args" or p.kind is p.VAR_KEYWORD for p in parameters)
+
+
 def _rebuild_from_params(d, index, dim, extra=()):
     extra = dict(extra)  # constructor arguments outside arg_constraints
     names = _param_names(d)
@@ -122,10 +132,15 @@ def _rebuild_from_params(d, index, dim, extra=()):
     for name in names:
         value, event_dim = getattr(d, name), d.arg_constraints[name].event_dim
         if isinstance(value, torch.Tensor):
+            # dims beyond the batch dims are event dims, also where the constraint does not say
+            # so (LogisticNormal's loc, MixtureOfDiagNormals' locs)
+            event_dim = max(event_dim, value.dim() - len(d.batch_shape))
             value = _select(value, index, dim - event_dim, d.batch_shape + value.shape[value.dim() - event_dim :])
         params[name] = value
+    if _takes_validate_args(type(d)):
+        extra["validate_args"] = False  # rows of validated parameters need no second check
     try:
-        return type(d)(**params, **extra, validate_args=False)
+        return type(d)(**params, **extra)
     except (TypeError, ValueError) as e:
         raise TypeError(
             f"cannot select rows of {type(d).__name__}: rebuilding it from its parameters "
@@ -223,3 +238,22 @@ def _transform_rows(t, index, dim, shape):
 def _lkj_cholesky_rows(d, index, dim):
     # the matrix size is an int outside arg_constraints
     return _rebuild_from_params(d, index, dim, {"dim": d.dim})
+
+
+@register_rows(RelaxedBernoulli)
+@register_rows(RelaxedOneHotCategorical)
+def _relaxed_rows(d, index, dim):
+    # the temperature is a constructor argument outside arg_constraints
+    return _rebuild_from_params(d, index, dim, {"temperature": _select(d.temperature, index, dim, d.batch_shape)})
+
+
+@register_rows(ImproperUniform)
+def _improper_uniform_rows(d, index, dim):
+    batch_shape = list(d.batch_shape)
+    batch_shape[dim] = len(index)
+    return ImproperUniform(d.support, torch.Size(batch_shape), d.event_shape)
+
+
+@register_rows(FoldedDistribution)
+def _folded_rows(d, index, dim):
+    return FoldedDistribution(take_rows(d.base_dist, index, dim), validate_args=False)
