@@ -156,9 +156,10 @@ def register_check(type_d):
 
 def check_poolable(d):
     """
-    Raise if the rows of ``d`` cannot be pooled with each other, before any pair is drawn: the
-    handler calls it once per site, so a model fails at its first step, not at the first
-    unlucky pair.
+    Raise if the rows of ``d`` cannot be pooled log-linearly with each other, before any pair
+    is drawn: the handler calls it once per site (with ``fusion="log_linear"``), so a model
+    fails at its first step, not at the first unlucky pair. Wrappers (``Independent``, masked,
+    expanded, transformed) check what they wrap.
 
     :raises NotImplementedError: no log-linear pooling rule for ``type(d)``.
     :raises ValueError: a parameter that a row and its partner must share varies across rows
