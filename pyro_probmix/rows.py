@@ -56,6 +56,7 @@ def register_rows(type_d):
 
     def decorator(fun):
         _ROWS_REGISTRY[type_d] = fun
+        _dispatch_rows.cache_clear()
         return fun
 
     return decorator
@@ -84,10 +85,14 @@ def take_rows(d, index, dim):
             f"cannot take rows along dim {dim} of {type(d).__name__} with batch_shape "
             f"{tuple(d.batch_shape)}: expected a negative batch dimension"
         )
-    for cls in type(d).__mro__:
-        if cls in _ROWS_REGISTRY:
-            return _ROWS_REGISTRY[cls](d, index, dim)
-    return _rebuild_from_params(d, index, dim)
+    rule = _dispatch_rows(type(d))
+    return rule(d, index, dim) if rule is not None else _rebuild_from_params(d, index, dim)
+
+
+@functools.lru_cache(maxsize=None)
+def _dispatch_rows(cls):
+    # the rule of the most specific registered class in cls's hierarchy
+    return next((_ROWS_REGISTRY[c] for c in cls.__mro__ if c in _ROWS_REGISTRY), None)
 
 
 def _select(value, index, dim, full_shape):
@@ -99,17 +104,21 @@ def _select(value, index, dim, full_shape):
 
 def _param_names(d):
     """Constructor arguments of ``d`` that it stores (or exposes as plain properties)."""
-    cls = type(d)
-    readable = [
-        name
-        for name in d.arg_constraints
-        if name in vars(d) or isinstance(getattr(cls, name, None), property)
-    ]
-    given = getattr(d, "_param", None)  # torch's record of the parameter the constructor got
+    stored = vars(d)
+    given = stored.get("_param")  # torch's record of the parameter the constructor got
+    built_from_probs = given is not None and given is stored.get("probs")
+    return _readable_params(type(d), tuple(d.arg_constraints), frozenset(stored), built_from_probs)
+
+
+@functools.lru_cache(maxsize=256)
+def _readable_params(cls, arg_names, stored, built_from_probs):
+    readable = [name for name in arg_names if name in stored or isinstance(getattr(cls, name, None), property)]
     for group in _EXCLUSIVE_PARAMS:
-        present = sorted((name for name in group if name in readable), key=lambda n: vars(d).get(n) is not given)
+        present = [name for name in group if name in readable]
+        if built_from_probs and "probs" in present:
+            present.insert(0, present.pop(present.index("probs")))
         readable = [name for name in readable if name not in present[1:]]
-    return readable
+    return tuple(readable)
 
 
 @functools.lru_cache(maxsize=None)
