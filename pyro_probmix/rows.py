@@ -1,20 +1,65 @@
 # SPDX-License-Identifier: Apache-2.0
 """
 Row selection along a batch dimension of a distribution: the partner rows of a plate.
+
+:func:`take_rows` rebuilds a distribution from its parameters, found by the torch convention
+that each constructor argument is listed in ``arg_constraints`` (with the constraint's
+``event_dim`` trailing dims) and readable under its name. The families that do not follow it
+(wrappers, mixtures, transformed distributions, a ``total_count`` stored outside
+``arg_constraints``) have a rule in a registry that dispatches on the type's class hierarchy,
+like :func:`torch.distributions.kl.register_kl`; :func:`register_rows` adds one.
 """
 import functools
+import inspect
 
 import torch
-from pyro.distributions import Independent
+from pyro.distributions import Delta, FoldedDistribution, ImproperUniform, TransformedDistribution
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
+from torch.distributions import Independent, LKJCholesky, MixtureSameFamily, Multinomial
+from torch.distributions import RelaxedBernoulli, RelaxedOneHotCategorical
+from torch.distributions import TransformedDistribution as TorchTransformedDistribution
+from torch.distributions import transforms as T
 
-__all__ = ["take_rows"]
+__all__ = ["register_rows", "take_rows"]
 
 # Constructor arguments that exclude each other, in order of preference.
 _EXCLUSIVE_PARAMS = (
     ("logits", "probs"),
+    ("gate_logits", "gate"),
     ("scale_tril", "covariance_matrix", "precision_matrix"),
 )
+
+_ROWS_REGISTRY = {}
+
+
+def register_rows(type_d):
+    """
+    Decorator registering how to select rows of the distributions of type ``type_d`` (and of its
+    subclasses without a rule of their own). The rule receives ``(d, index, dim)`` with ``dim``
+    a negative batch dimension of ``d`` and returns the distribution whose rows along ``dim``
+    are those of ``d`` at ``index``.
+
+    >>> import torch
+    >>> class Shifted(torch.distributions.Distribution):
+    ...     arg_constraints = {}
+    ...     def __init__(self, shift):
+    ...         self.shift = shift
+    ...         super().__init__(shift.shape, validate_args=False)
+    >>> @register_rows(Shifted)
+    ... def _shifted_rows(d, index, dim):
+    ...     return Shifted(d.shift.index_select(dim, index))
+    >>> take_rows(Shifted(torch.tensor([1.0, 2.0, 3.0])), torch.tensor([2, 2]), -1).shift
+    tensor([3., 3.])
+    """
+    if not (isinstance(type_d, type) and issubclass(type_d, torch.distributions.Distribution)):
+        raise TypeError(f"register_rows expects a Distribution subclass, got {type_d!r}")
+
+    def decorator(fun):
+        _ROWS_REGISTRY[type_d] = fun
+        _dispatch_rows.cache_clear()
+        return fun
+
+    return decorator
 
 
 def take_rows(d, index, dim):
@@ -22,67 +67,202 @@ def take_rows(d, index, dim):
     The distribution whose batch entries along ``dim`` are those of ``d`` at ``index``
     (like ``tensor.index_select(dim, index)`` on every parameter).
 
-    Works through ``Independent``, masked and expanded wrappers; a leaf distribution is rebuilt
-    from its parameters, found by the torch convention that each constructor argument is stored
-    under its name in ``arg_constraints`` with the constraint's ``event_dim`` trailing dims.
-
-    :param d: a distribution.
+    :param d: a distribution of ``pyro.distributions`` or ``torch.distributions``.
     :param index: LongTensor of row indices.
     :param int dim: a negative batch dimension of ``d``.
+    :raises TypeError: for a family whose parameters cannot be found; the message says how to
+        register a rule.
 
     >>> import torch, pyro.distributions as dist
     >>> d = dist.Normal(torch.tensor([0.0, 1.0, 2.0]), 1.0)
     >>> take_rows(d, torch.tensor([2, 0]), -1).loc
     tensor([2., 0.])
+    >>> take_rows(dist.LogNormal(torch.tensor([0.0, 1.0, 2.0]), 1.0), torch.tensor([1]), -1).loc
+    tensor([1.])
     """
     if not -len(d.batch_shape) <= dim < 0:
         raise ValueError(
             f"cannot take rows along dim {dim} of {type(d).__name__} with batch_shape "
             f"{tuple(d.batch_shape)}: expected a negative batch dimension"
         )
-    if isinstance(d, Independent):
-        n = d.reinterpreted_batch_ndims
-        return Independent(take_rows(d.base_dist, index, dim - n), n)
-    if isinstance(d, MaskedDistribution):
-        mask = d._mask
-        if isinstance(mask, torch.Tensor):
-            mask = mask.expand(d.batch_shape).index_select(dim, index)
-        return MaskedDistribution(take_rows(d.base_dist, index, dim), mask)
-    if isinstance(d, ExpandedDistribution):
-        return take_rows(d.base_dist.expand(d.batch_shape), index, dim)
-    return _take_leaf_rows(d, index, dim)
+    rule = _dispatch_rows(type(d))
+    return rule(d, index, dim) if rule is not None else _rebuild_from_params(d, index, dim)
+
+
+@functools.lru_cache(maxsize=None)
+def _dispatch_rows(cls):
+    # the rule of the most specific registered class in cls's hierarchy
+    return next((_ROWS_REGISTRY[c] for c in cls.__mro__ if c in _ROWS_REGISTRY), None)
+
+
+def _select(value, index, dim, full_shape):
+    """Rows ``index`` along ``dim`` (negative, of ``full_shape``) of a tensor broadcastable to it."""
+    if not isinstance(value, torch.Tensor) or value.dim() < -dim or value.size(dim) == 1:
+        return value  # a parameter shared by all rows
+    return value.expand(full_shape[len(full_shape) - value.dim() :]).index_select(dim, index)
+
+
+def _param_names(d):
+    """Constructor arguments of ``d`` that it stores (or exposes as plain properties)."""
+    stored = vars(d)
+    given = stored.get("_param")  # torch's record of the parameter the constructor got
+    built_from_probs = given is not None and given is stored.get("probs")
+    return _readable_params(type(d), tuple(d.arg_constraints), frozenset(stored), built_from_probs)
 
 
 @functools.lru_cache(maxsize=256)
-def _constructor_params(arg_names, stored):
-    """Constructor arguments among ``arg_names`` that an instance storing ``stored`` can give."""
-    names = [name for name in arg_names if name in stored]
+def _readable_params(cls, arg_names, stored, built_from_probs):
+    readable = [name for name in arg_names if name in stored or isinstance(getattr(cls, name, None), property)]
     for group in _EXCLUSIVE_PARAMS:
-        present = [name for name in group if name in names]
-        names = [name for name in names if name not in present[1:]]
-    return tuple(names)
+        present = [name for name in group if name in readable]
+        if built_from_probs and "probs" in present:
+            present.insert(0, present.pop(present.index("probs")))
+        readable = [name for name in readable if name not in present[1:]]
+    return tuple(readable)
 
 
-def _take_leaf_rows(d, index, dim):
-    names = _constructor_params(tuple(d.arg_constraints), frozenset(vars(d)))
-    if not names:
+@functools.lru_cache(maxsize=None)
+def _takes_validate_args(cls):
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    return any(p.name == "validate_args" or p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+def _rebuild_from_params(d, index, dim, extra=()):
+    extra = dict(extra)  # constructor arguments outside arg_constraints
+    names = _param_names(d)
+    if not names and not extra:
         raise TypeError(
             f"cannot select rows of {type(d).__name__}: none of its arg_constraints "
-            f"{sorted(d.arg_constraints)} is stored as an attribute; store constructor "
-            f"arguments under those names (the torch.distributions convention)"
+            f"{sorted(d.arg_constraints)} can be read from it; store the constructor arguments "
+            f"under those names (the torch.distributions convention) or register a rule with "
+            f"@pyro_probmix.rows.register_rows({type(d).__name__})"
         )
     params = {}
     for name in names:
-        value = getattr(d, name)
-        event_dim = d.arg_constraints[name].event_dim
+        value, event_dim = getattr(d, name), d.arg_constraints[name].event_dim
         if isinstance(value, torch.Tensor):
-            shape = d.batch_shape + value.shape[value.dim() - event_dim :]
-            value = value.expand(shape).index_select(dim - event_dim, index)
+            # dims beyond the batch dims are event dims, also where the constraint does not say
+            # so (LogisticNormal's loc, MixtureOfDiagNormals' locs)
+            event_dim = max(event_dim, value.dim() - len(d.batch_shape))
+            value = _select(value, index, dim - event_dim, d.batch_shape + value.shape[value.dim() - event_dim :])
         params[name] = value
+    if _takes_validate_args(type(d)):
+        extra["validate_args"] = False  # rows of validated parameters need no second check
     try:
-        return type(d)(**params, validate_args=False)
-    except TypeError as e:
+        return type(d)(**params, **extra)
+    except (TypeError, ValueError) as e:
         raise TypeError(
-            f"cannot rebuild {type(d).__name__} from its parameters {sorted(params)} to select "
-            f"partner rows: {e}"
+            f"cannot select rows of {type(d).__name__}: rebuilding it from its parameters "
+            f"{sorted(params)} failed ({e}); register a rule with "
+            f"@pyro_probmix.rows.register_rows({type(d).__name__})"
         ) from e
+
+
+@register_rows(Independent)
+def _independent_rows(d, index, dim):
+    n = d.reinterpreted_batch_ndims
+    return type(d)(take_rows(d.base_dist, index, dim - n), n)
+
+
+@register_rows(MaskedDistribution)
+def _masked_rows(d, index, dim):
+    mask = d._mask
+    if isinstance(mask, torch.Tensor):
+        mask = _select(mask, index, dim, d.batch_shape)
+    return MaskedDistribution(take_rows(d.base_dist, index, dim), mask)
+
+
+@register_rows(ExpandedDistribution)
+def _expanded_rows(d, index, dim):
+    return take_rows(d.base_dist.expand(d.batch_shape), index, dim)
+
+
+@register_rows(MixtureSameFamily)
+def _mixture_rows(d, index, dim):
+    # the components carry one more batch dim (the component index) on the right
+    mixture = take_rows(d.mixture_distribution, index, dim)
+    components = take_rows(d.component_distribution, index, dim - 1)
+    return type(d)(mixture, components, validate_args=False)
+
+
+@register_rows(Multinomial)
+def _multinomial_rows(d, index, dim):
+    # total_count is an int outside arg_constraints
+    return _rebuild_from_params(d, index, dim, {"total_count": d.total_count})
+
+
+@register_rows(Delta)
+def _delta_rows(d, index, dim):
+    shape = d.batch_shape + d.event_shape
+    v = _select(d.v, index, dim - d.event_dim, shape)
+    log_density = _select(d.log_density, index, dim, d.batch_shape)
+    return Delta(v, log_density, event_dim=d.event_dim, validate_args=False)
+
+
+@register_rows(TorchTransformedDistribution)
+def _transformed_rows(d, index, dim):
+    if type(d) not in (TorchTransformedDistribution, TransformedDistribution):
+        # LogNormal, HalfNormal, Gumbel, ...: their constructor arguments are readable
+        return _rebuild_from_params(d, index, dim)
+    # transforms act on the rightmost dims, so batch dims keep their position from the left
+    position = len(d.batch_shape) + dim
+    shape = d.base_dist.batch_shape + d.base_dist.event_shape
+    base = take_rows(d.base_dist, index, position - len(d.base_dist.batch_shape))
+    transforms = []
+    for t in d.transforms:
+        transforms.append(_transform_rows(t, index, position - len(shape), shape))
+        shape = t.forward_shape(shape)
+    return TransformedDistribution(base, transforms, validate_args=False)
+
+
+def _transform_rows(t, index, dim, shape):
+    """``t`` with the rows ``index`` of its parameters (``dim`` is negative, of its input ``shape``)."""
+    if isinstance(t, T.AffineTransform):
+        return T.AffineTransform(
+            _select(t.loc, index, dim, shape), _select(t.scale, index, dim, shape), t.event_dim, t._cache_size
+        )
+    if isinstance(t, T.PowerTransform):
+        return T.PowerTransform(_select(t.exponent, index, dim, shape), t._cache_size)
+    if isinstance(t, T.ComposeTransform):
+        parts = []
+        for part in t.parts:
+            parts.append(_transform_rows(part, index, dim, shape))
+            shape = part.forward_shape(shape)
+        return T.ComposeTransform(parts, t._cache_size)
+    if isinstance(t, T.IndependentTransform):
+        base = _transform_rows(t.base_transform, index, dim, shape)
+        return T.IndependentTransform(base, t.reinterpreted_batch_ndims, t._cache_size)
+    tensors = sorted(name for name, value in vars(t).items() if isinstance(value, torch.Tensor) and value.dim())
+    if tensors:
+        raise TypeError(
+            f"cannot select rows of a TransformedDistribution: its {type(t).__name__} carries "
+            f"tensors {tensors} that may differ by row; register a rule for the distribution "
+            f"with @pyro_probmix.rows.register_rows"
+        )
+    return t  # a parameter-free transform (Exp, Sigmoid, ...) or a module shared by all rows
+
+
+
+@register_rows(LKJCholesky)
+def _lkj_cholesky_rows(d, index, dim):
+    # the matrix size is an int outside arg_constraints
+    return _rebuild_from_params(d, index, dim, {"dim": d.dim})
+
+
+@register_rows(RelaxedBernoulli)
+@register_rows(RelaxedOneHotCategorical)
+def _relaxed_rows(d, index, dim):
+    # the temperature is a constructor argument outside arg_constraints
+    return _rebuild_from_params(d, index, dim, {"temperature": _select(d.temperature, index, dim, d.batch_shape)})
+
+
+@register_rows(ImproperUniform)
+def _improper_uniform_rows(d, index, dim):
+    batch_shape = list(d.batch_shape)
+    batch_shape[dim] = len(index)
+    return ImproperUniform(d.support, torch.Size(batch_shape), d.event_shape)
+
+
+@register_rows(FoldedDistribution)
+def _folded_rows(d, index, dim):
+    return FoldedDistribution(take_rows(d.base_dist, index, dim), validate_args=False)

@@ -1,0 +1,143 @@
+# SPDX-License-Identifier: Apache-2.0
+"""
+Pooling rules of the discrete and the positive exponential families: natural parameters mix
+linearly (Theorem C.1).
+
+An outcome impossible under either component is impossible in the pool (for ``lam`` in
+(0, 1)): the log-probabilities of a distribution built from ``probs`` are taken as
+``log(probs)``, ``-inf`` at a zero, not torch's ``log(max(probs, eps))``. A pool under which no
+outcome is possible (disjoint supports) raises ``ValueError``.
+"""
+import torch
+import torch.distributions as td
+from pyro.distributions import Bernoulli, Beta, Binomial, Categorical, Dirichlet, Exponential, Gamma
+from pyro.distributions import OneHotCategorical, Poisson
+
+from .registry import _mix, as_weight, endpoints, register_check, register_pool, unsqueeze_right
+
+__all__ = []
+
+
+def _log(x):
+    """``log(x)``, ``-inf`` at 0, with a zero gradient there (not ``0 * inf``)."""
+    positive = x > 0
+    return torch.where(positive, torch.where(positive, x, 1).log(), -torch.inf)
+
+
+def _built_from_probs(d):
+    # torch keeps the constructor's parameter as d._param; the other one is derived lazily
+    # (from probs: log(max(probs, eps)), which loses the zeros)
+    return d._param is vars(d).get("probs")
+
+
+def _class_log_probs(d):
+    d = getattr(d, "_categorical", d)  # OneHotCategorical keeps a Categorical
+    return _log(d.probs) if _built_from_probs(d) else d.logits
+
+
+def _binary_logits(d):
+    if _built_from_probs(d):
+        return _log(d.probs) - _log(1 - d.probs)  # -inf at probs 0, +inf at probs 1
+    return d.logits
+
+
+def _disjoint_support_error(family):
+    return ValueError(
+        f"log-linear pool of two {family} distributions with disjoint supports: no outcome is "
+        f"possible under both, so p^lam q^(1-lam) is zero everywhere and has no normalisation; "
+        f"use fusion='linear' (a mixture), or keep probabilities away from 0"
+    )
+
+
+def _pool_classes(p, q, lam, family):
+    log_p = _class_log_probs(p)
+    lam = unsqueeze_right(as_weight(lam, log_p), 1)
+    logits = _mix(log_p, _class_log_probs(q), lam)
+    if bool((logits == -torch.inf).all(-1).any()):
+        raise _disjoint_support_error(family.__name__)
+    return family(logits=logits, validate_args=False)
+
+
+@register_pool(td.Categorical, td.Categorical)
+def _pool_categorical(p, q, lam):
+    # Appendix C.2: mix the log-probabilities
+    return _pool_classes(p, q, lam, Categorical)
+
+
+@register_pool(td.OneHotCategorical, td.OneHotCategorical)
+def _pool_one_hot(p, q, lam):
+    return _pool_classes(p, q, lam, OneHotCategorical)
+
+
+def _pool_binary_logits(p, q, lam, family):
+    logits_p = _binary_logits(p)
+    logits = _mix(logits_p, _binary_logits(q), as_weight(lam, logits_p))
+    if bool(logits.isnan().any()):  # +inf (certain success) against -inf (certain failure)
+        raise _disjoint_support_error(family)
+    return logits
+
+
+@register_pool(td.Bernoulli, td.Bernoulli)
+def _pool_bernoulli(p, q, lam):
+    return Bernoulli(logits=_pool_binary_logits(p, q, lam, "Bernoulli"), validate_args=False)
+
+
+@register_pool(td.Binomial, td.Binomial)
+def _pool_binomial(p, q, lam):
+    # the base measure C(n, y) is the same only for equal total_count
+    n_p, n_q = torch.broadcast_tensors(p.total_count, q.total_count)
+    if not torch.equal(n_p, n_q):
+        differ = n_p != n_q
+        raise ValueError(
+            f"log-linear pooling of Binomial needs the same total_count in a row and its partner, "
+            f"got {n_p[differ][0]:g} and {n_q[differ][0]:g} ({int(differ.sum())} pairs differ): the "
+            f"base measure C(n, y) differs, so the pool is no Binomial; use fusion='linear'"
+        )
+    return Binomial(n_p, logits=_pool_binary_logits(p, q, lam, "Binomial"), validate_args=False)
+
+
+@register_check(td.Binomial)
+def _check_binomial(d):
+    n = d.total_count
+    if n.numel() > 1 and not bool((n == n.reshape(-1)[0]).all()):
+        raise ValueError(
+            f"Binomial total_count differs across rows (from {n.min():g} to {n.max():g}): a row "
+            f"and its partner must share it for log-linear pooling (Theorem C.1 needs one base "
+            f"measure C(n, y)); use fusion='linear', which pools any two rows"
+        )
+
+
+@register_pool(td.Poisson, td.Poisson)
+def _pool_poisson(p, q, lam):
+    # natural parameter log(rate): a weighted geometric mean of the rates
+    lam = as_weight(lam, p.rate)
+    mixed = torch.exp(lam * _log(p.rate) + (1 - lam) * _log(q.rate))
+    return Poisson(endpoints(lam, p.rate, q.rate, mixed), validate_args=False)
+
+
+@register_pool(td.Exponential, td.Exponential)
+def _pool_exponential(p, q, lam):
+    return Exponential(_mix(p.rate, q.rate, as_weight(lam, p.rate)), validate_args=False)
+
+
+@register_pool(td.Gamma, td.Gamma)
+def _pool_gamma(p, q, lam):
+    # natural parameters (concentration - 1, -rate) mix linearly
+    lam = as_weight(lam, p.rate)
+    return Gamma(_mix(p.concentration, q.concentration, lam), _mix(p.rate, q.rate, lam), validate_args=False)
+
+
+@register_pool(td.Beta, td.Beta)
+def _pool_beta(p, q, lam):
+    lam = as_weight(lam, p.concentration1)
+    return Beta(
+        _mix(p.concentration1, q.concentration1, lam),
+        _mix(p.concentration0, q.concentration0, lam),
+        validate_args=False,
+    )
+
+
+@register_pool(td.Dirichlet, td.Dirichlet)
+def _pool_dirichlet(p, q, lam):
+    lam = unsqueeze_right(as_weight(lam, p.concentration), 1)
+    return Dirichlet(_mix(p.concentration, q.concentration, lam), validate_args=False)
