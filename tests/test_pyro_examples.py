@@ -401,3 +401,160 @@ def test_enumerated_gmm_trains_the_fused_mixture_full_batch_and_on_mini_batches(
     assert loss == pytest.approx(float(gmm_brute_force(values, data, anchors, partners, lam, scale)), rel=1e-6)
     losses = train(gmm, guide, elbo, data, subsample_size, steps=3, handler=probmix(alpha=0.5, plate="data"))
     assert all(math.isfinite(v) for v in losses)
+
+
+def hmm_model_1(sequences, lengths, batch_size=None):
+    """examples/hmm.py, ``model_1``: padded sequences of different lengths, ``pyro.markov``,
+    ``poutine.mask(mask=(t < lengths).unsqueeze(-1))`` on the enumerated state and the tones
+    (the Dirichlet/Beta priors replaced by parameters, as with ``include_prior=False``)."""
+    num_sequences, max_length, data_dim = sequences.shape
+    probs_x = pyro.param("probs_x", torch.tensor([[0.8, 0.2], [0.3, 0.7]]), constraint=dist.constraints.simplex)
+    probs_y = pyro.param("probs_y", torch.tensor([[0.9, 0.2, 0.5], [0.1, 0.6, 0.4]]),
+                         constraint=dist.constraints.unit_interval)
+    tones_plate = pyro.plate("tones", data_dim, dim=-1)
+    with pyro.plate("sequences", num_sequences, batch_size, dim=-2) as batch:
+        lengths = lengths[batch]
+        x = 0
+        for t in pyro.markov(range(int(lengths.max()))):
+            with poutine.mask(mask=(t < lengths).unsqueeze(-1)):
+                x = pyro.sample(f"x_{t}", dist.Categorical(probs_x[x]), infer={"enumerate": "parallel"})
+                with tones_plate:
+                    pyro.sample(f"y_{t}", dist.Bernoulli(probs_y[x.squeeze(-1)]), obs=sequences[batch, t])
+
+
+HMM_LENGTHS = torch.tensor([4, 1, 3, 2, 4, 2])
+
+
+def hmm_data():
+    sequences = torch.bernoulli(torch.full((6, 4, 3), 0.5))
+    return sequences * (torch.arange(4) < HMM_LENGTHS[:, None]).unsqueeze(-1), HMM_LENGTHS
+
+
+def hmm_log_likelihood(sequences, lengths, partner=None, lam=None):
+    """Forward algorithm over each row's own steps; with pairs, a step's emission is fused with
+    the partner's cell where the partner's step is observed, else scored alone."""
+    probs_x, probs_y = pyro.param("probs_x").detach(), pyro.param("probs_y").detach()
+    total = 0.0
+    for i in range(len(lengths)):
+        log_alpha = None
+        for t in range(int(lengths[i])):
+            emission = dist.Bernoulli(probs_y).log_prob(sequences[i, t]).sum(-1)  # per state
+            if partner is not None and t < lengths[partner[i]]:
+                j = partner[i]
+                emission = lam[i] * emission + (1 - lam[i]) * dist.Bernoulli(probs_y).log_prob(sequences[j, t]).sum(-1)
+            prior = probs_x[0].log() if log_alpha is None else torch.logsumexp(log_alpha[:, None] + probs_x.log(), 0)
+            log_alpha = prior + emission
+        total = total + torch.logsumexp(log_alpha, 0)
+    return total
+
+
+def test_hmm_with_padded_sequences_keeps_every_observed_cell_and_fuses_pairs_of_sequences():
+    """examples/hmm.py, ``model_1`` with ``TraceEnum_ELBO(max_plate_nesting=2)``, full batch:
+    the pairs are sequences; a step whose partner is padding is scored alone (docs/models.md,
+    Masks). Exact: the loss moves from the plain one by the forward-algorithm difference."""
+    sequences, lengths = hmm_data()
+    elbo = TraceEnum_ELBO(max_plate_nesting=2)
+    plain_loss = elbo.loss(hmm_model_1, lambda *a: None, sequences, lengths)
+    with probmix(lam=LAM, plate="sequences") as handler:
+        trace = poutine.trace(poutine.enum(hmm_model_1, first_available_dim=-3)).get_trace(sequences, lengths)
+        loss = elbo.loss(hmm_model_1, lambda *a: None, sequences, lengths)
+    pairing = handler.pairings["sequences"]  # drawn by the loss, the latest execution
+    plain_trace = poutine.trace(poutine.enum(hmm_model_1, first_available_dim=-3)).get_trace(sequences, lengths)
+    for t in range(4):  # the cells each step scores are the plain model's
+        assert torch.equal(trace.nodes[f"y_{t}"]["mask"], plain_trace.nodes[f"y_{t}"]["mask"])
+    plain = hmm_log_likelihood(sequences, lengths)
+    mixed = hmm_log_likelihood(sequences, lengths, pairing.partner, pairing.lam)
+    assert loss - plain_loss == pytest.approx(float(plain - mixed), rel=1e-6, abs=1e-9)
+
+
+def test_hmm_on_mini_batches_of_sequences_trains():
+    """examples/hmm.py, ``model_1(..., batch_size=4)``, with the README's mini-batch recipe
+    ``probmix(..., plate="sequences")``: every step site counts its anchor sequences only, with
+    the scale N / (B // 2)."""
+    sequences, lengths = hmm_data()
+    elbo = TraceEnum_ELBO(max_plate_nesting=2)
+    with probmix(lam=LAM, plate="sequences") as handler:
+        trace = poutine.trace(poutine.enum(hmm_model_1, first_available_dim=-3)).get_trace(sequences, lengths, 4)
+    pairing = handler.pairings["sequences"]
+    assert trace.nodes["y_0"]["scale"] == 6 / 2
+    assert torch.equal(trace.nodes["y_0"]["mask"].squeeze(-1) & pairing.anchor_mask, trace.nodes["y_0"]["mask"].squeeze(-1))
+    losses = train(hmm_model_1, lambda *a: None, elbo, sequences, lengths, 4, steps=3,
+                   handler=probmix(alpha=0.5, plate="sequences"))
+    assert all(math.isfinite(v) for v in losses)
+
+
+# ----------------------------------------------------------------------------- VAE, LKJ
+class VAE(nn.Module):
+    """examples/vae/vae.py: an encoder in the guide, a decoder in the model, images observed in
+    a plate as ``Bernoulli(loc_img).to_event(1)`` (here 8 images of 6 pixels, z_dim = 2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.decoder = nn.Sequential(nn.Linear(2, 5), nn.Softplus(), nn.Linear(5, 6), nn.Sigmoid())
+        self.encoder = nn.Sequential(nn.Linear(6, 5), nn.Softplus(), nn.Linear(5, 4))
+
+    def model(self, x):
+        pyro.module("decoder", self.decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("latent", dist.Normal(x.new_zeros(x.shape[0], 2), 1.0).to_event(1))
+            loc_img = self.decoder(z)
+            pyro.sample("obs", dist.Bernoulli(loc_img, validate_args=False).to_event(1), obs=x)
+
+    def guide(self, x):
+        pyro.module("encoder", self.encoder)
+        with pyro.plate("data", x.shape[0]):
+            z_loc, z_log_scale = self.encoder(x).chunk(2, -1)
+            pyro.sample("latent", dist.Normal(z_loc, z_log_scale.exp()).to_event(1))
+
+
+def test_vae_fuses_images_with_images_as_documented():
+    """examples/vae/vae.py (tutorial/source/vae.ipynb): docs/models.md, Generative models: the
+    decoder's likelihoods of two images are pooled (Bernoulli logits mix) and scored at both."""
+    vae = VAE()
+    x = torch.bernoulli(torch.full((8, 6), 0.4))
+    plain, fused_trace = plain_and_fused_traces(vae.model, vae.guide, x, handler=(h := probmix(lam=LAM)))
+    partner = h.pairings["data"].partner
+    logits = plain.nodes["obs"]["fn"].base_dist.logits
+    pooled = dist.Bernoulli(logits=LAM * logits + (1 - LAM) * logits[partner])
+    assert torch.allclose(site_log_prob(fused_trace, "obs"), fused(pooled, x, partner, LAM, event_dims=1))
+    assert torch.equal(fused_trace.nodes["latent"]["value"], plain.nodes["latent"]["value"])
+    assert_trains_differently(vae.model, vae.guide, Trace_ELBO(), x, handler=probmix(alpha=0.5))
+
+
+def lkj_model(x, y):
+    """examples/lkj.py: ``theta ~ HalfCauchy``, ``L_omega ~ LKJCholesky(d, eta)``,
+    ``MultivariateNormal(mu, scale_tril=L_Omega)`` observations in a plate (mu made to depend
+    on a covariate, so that pairs of rows differ)."""
+    d = y.shape[1]
+    theta = pyro.sample("theta", dist.HalfCauchy(torch.ones(d)).to_event(1))
+    L_omega = pyro.sample("L_omega", dist.LKJCholesky(d, torch.ones(())))
+    L_Omega = torch.mm(torch.diag(theta.sqrt()), L_omega)
+    mu = 0.5 * x.unsqueeze(-1) * torch.ones(d)
+    with pyro.plate("observations", y.shape[0]):
+        pyro.sample("obs", dist.MultivariateNormal(mu, scale_tril=L_Omega), obs=y)
+
+
+def test_lkj_multivariate_normal_observations_pool_their_means():
+    """examples/lkj.py, with an AutoMultivariateNormal guide and Trace_ELBO: two Gaussians of
+    one covariance pool to the same covariance and the lam-weighted mean."""
+    x, y = torch.randn(12), torch.randn(12, 3)
+    guide = AutoMultivariateNormal(lkj_model)
+    guide(x, y)
+    plain, fused_trace = plain_and_fused_traces(lkj_model, guide, x, y, handler=(h := probmix(lam=LAM)))
+    partner = h.pairings["observations"].partner
+    fn = plain.nodes["obs"]["fn"]
+    lam = torch.tensor(LAM)
+    pooled = dist.MultivariateNormal(lam * fn.loc + (1 - lam) * fn.loc[partner], scale_tril=fn.scale_tril)
+    assert torch.allclose(site_log_prob(fused_trace, "obs"), fused(pooled, y, partner, LAM))
+    assert_trains_differently(lkj_model, AutoMultivariateNormal(lkj_model), Trace_ELBO(), x, y,
+                              handler=probmix(alpha=0.5))
+
+
+def test_mcmc_of_the_lkj_example_inside_probmix_warns_that_nothing_was_fused():
+    """examples/lkj.py runs ``MCMC(NUTS(model), ...)``; MCMC hides the model behind
+    poutine.block, so the block trains nothing differently and must say so (docs/models.md)."""
+    x, y = torch.randn(12), torch.randn(12, 3)
+    mcmc = pyro.infer.MCMC(pyro.infer.NUTS(lkj_model), num_samples=2, warmup_steps=2, disable_progbar=True)
+    with pytest.warns(NothingFusedWarning, match="poutine.block"):
+        with probmix(alpha=0.5):
+            mcmc.run(x, y)
