@@ -644,7 +644,7 @@ def test_plates_built_outside_the_model_pair_along_the_named_plate_anew_at_each_
     assert len(partners) > 1
 
 
-COIN_DATA = torch.tensor([1.0] * 6 + [0.0] * 4)
+COIN_DATA = torch.tensor([1.0] * 6 + [0.0] * 4, dtype=torch.float64)
 
 
 def coin_model(data):
@@ -784,3 +784,49 @@ def test_linear_fusion_fuses_the_observation_families_of_pyro_examples(family):
 def _row_log_prob(d, row, value):
     """log p_row(value): row ``row`` of the batch of ``d`` scored at ``value``."""
     return d.log_prob(value.expand((N_ROWS,) + value.shape))[row]
+
+
+# ----------------------------------------------------------------------------- DMM masks
+DMM_LENGTHS = torch.tensor([3, 1, 2, 3, 2])
+
+
+def dmm_emitter():
+    return torch.linspace(-1, 1, 8).reshape(2, 4)
+
+
+def dmm_model(mini_batch, mini_batch_mask, mask_inside_event=True):
+    """examples/dmm/dmm.py, ``DMM.model``: ``pyro.markov`` over time in the ``z_minibatch``
+    plate, the padding masked as ``dist.Bernoulli(p).mask(mini_batch_mask[:, t - 1 : t])
+    .to_event(1)`` (or, rewritten as docs/models.md asks, ``.to_event(1).mask(m)``)."""
+    z_prev = torch.zeros(len(mini_batch), 2)
+    with pyro.plate("z_minibatch", len(mini_batch)):
+        for t in pyro.markov(range(1, mini_batch.size(1) + 1)):
+            m = mini_batch_mask[:, t - 1 : t]
+            z_t = pyro.sample(f"z_{t}", dist.Normal(0.9 * z_prev, 1.0).mask(m).to_event(1))
+            emission = dist.Bernoulli(torch.sigmoid(z_t @ dmm_emitter()))
+            emission = emission.mask(m).to_event(1) if mask_inside_event else emission.to_event(1).mask(m[:, 0])
+            pyro.sample(f"obs_x_{t}", emission, obs=mini_batch[:, t - 1, :])
+            z_prev = z_t
+
+
+def test_dmm_padding_mask_inside_the_event_is_refused_and_the_rewritten_mask_keeps_every_cell():
+    """examples/dmm/dmm.py masks padding inside the event; docs/models.md refuses that with
+    the rewrite, under which every observed step is scored and a step whose partner sequence is
+    padding scores alone."""
+    mini_batch = torch.bernoulli(torch.full((5, 3, 4), 0.5))
+    mask = torch.arange(3) < DMM_LENGTHS[:, None]
+    with pytest.raises(NotImplementedError, match=r"site 'obs_x_1'.*inside the event.*d.to_event\(n\).mask\(m\)"):
+        with probmix(alpha=0.5):
+            poutine.trace(dmm_model).get_trace(mini_batch, mask)
+    with probmix(lam=LAM) as handler:
+        trace = poutine.trace(dmm_model).get_trace(mini_batch, mask, False)
+    p = handler.pairings["z_minibatch"].partner
+    for t in range(1, 4):
+        scored = mask[:, t - 1]
+        assert torch.equal(trace.nodes[f"obs_x_{t}"]["mask"], scored)
+        logits = trace.nodes[f"z_{t}"]["value"] @ dmm_emitter()
+        y = mini_batch[:, t - 1]
+        alone = dist.Bernoulli(logits=logits).log_prob(y).sum(-1)
+        pooled = dist.Bernoulli(logits=LAM * logits + (1 - LAM) * logits[p])
+        expected = torch.where(scored[p], fused(pooled, y, p, LAM, event_dims=1), alone) * scored
+        assert torch.allclose(site_log_prob(trace, f"obs_x_{t}"), expected)
