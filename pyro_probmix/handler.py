@@ -8,18 +8,26 @@ from typing import Callable, Iterable, Optional, Union
 
 import pyro.ops.jit
 import torch
-from pyro.poutine.indep_messenger import IndepMessenger
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.util import site_is_subsample
 
+from .closed_forms import closed_form_likelihood
 from .embedding import EMBEDDING_KEY
 from .graphs import FullGraph, Graph
 from .labels import CRITERIA, LABEL_FUSIONS, LabelKernel, check_beta, default_label_kernel
-from .likelihood import ProbMixLikelihood, fuse_observed_site, support_is_discrete, unmask
-from .pairing import LambdaSampler, Pairing, draw_subsample, draw_within, sample_symmetric_beta
-from .closed_forms import closed_form_likelihood
-from .pooling import get_pooler, log_linear_pool
+from .likelihood import ProbMixLikelihood, fuse_observed_site, unmask
+from .pairing import LambdaSampler, Pairing, sample_symmetric_beta
+from .plates import (
+    PARTICLE_PLATE,
+    PairingBook,
+    data_frame,
+    observed_rows,
+    rows_of,
+    score_anchors_only,
+    value_dtype,
+)
+from .pooling import check_poolable, get_pooler, log_linear_pool
 from .rows import take_rows
 
 __all__ = [
@@ -31,7 +39,6 @@ __all__ = [
     "sample_symmetric_beta",
 ]
 
-_PARTICLE_PLATE = "num_particles_vectorized"  # the plate over particles of pyro.infer.elbo
 _COMPILED_CALL = pyro.ops.jit.CompiledFunction.__call__.__code__
 
 
@@ -104,13 +111,11 @@ class ProbMixMessenger(Messenger):
         self._reset()
 
     def _reset(self):
-        self._data_plate = self.plate  # the plate probmix subsamples: named, or taken over
-        self._drawn = {}  # plate name -> (subsample indices, Pairing) drawn by the handler
-        self._within = {}  # plate name -> (plate indices, Pairing) of rows paired in the plate
-        self._latest = {}  # plate name -> latest Pairing, for inspection
+        self.book = PairingBook(self.graph, self.lam_sampler, self.plate, self._layouts)
         self._fused = set()  # names of the sites fused in this block
         self._left_alone = {}  # site name -> why it was not fused
         self._embedding_sites = set()
+        self._observed_here = set()  # ids of the messages that were observed when they reached probmix
 
     def __enter__(self):
         if any(isinstance(m, ProbMixMessenger) for m in _PYRO_STACK):
@@ -143,7 +148,7 @@ class ProbMixMessenger(Messenger):
         The latest :class:`~pyro_probmix.pairing.Pairing` of each plate, by plate name, for
         inspection; kept after the ``with`` block and cleared when it is entered again.
         """
-        return dict(self._latest)
+        return dict(self.book.latest)
 
     # ----------------------------------------------------------------- messages
     def _pyro_param(self, msg):
@@ -154,8 +159,10 @@ class ProbMixMessenger(Messenger):
         if torch.jit.is_tracing():
             raise RuntimeError(_JIT_MESSAGE)
         if site_is_subsample(msg):
-            self._enter_plate(msg)
+            self.book.enter_plate(msg)
             return
+        if msg["is_observed"]:
+            self._observed_here.add(id(msg))
         if EMBEDDING_KEY in msg["infer"]:
             if self.sites is None or msg["name"] in self.sites:
                 self._fuse_embedding(msg)
@@ -166,84 +173,39 @@ class ProbMixMessenger(Messenger):
             and (self.sites is None or msg["name"] in self.sites)
         ):
             self._fuse_observation(msg)
-        drawn = self._drawn_plate_of(msg)
+        drawn = self.book.drawn_plate_of(msg)
         if drawn is not None:
-            self._score_anchors_only(msg, drawn)
+            score_anchors_only(msg, *drawn)
+
+    def _pyro_post_sample(self, msg):
+        if msg["is_observed"] and id(msg) not in self._observed_here and not site_is_subsample(msg):
+            self._check_not_observed_outside(msg)
+        self._observed_here.discard(id(msg))
+
+    def _check_not_observed_outside(self, msg):
+        """A site that a handler outside probmix observed (``pyro.condition(probmix(model), data)``)
+        reached probmix as a latent variable, so it was not fused: refuse where it would have been."""
+        if msg["infer"].get("is_auxiliary") or msg["infer"].get("_deterministic") or EMBEDDING_KEY in msg["infer"]:
+            return
+        if self.sites is not None and msg["name"] not in self.sites:
+            return
+        vectorized = [f for f in msg["cond_indep_stack"] if f.vectorized and f.name != PARTICLE_PLATE]
+        if any(f.name == self.book.data_plate for f in vectorized) or (self.book.data_plate is None and len(vectorized) == 1):
+            raise ValueError(
+                f"site {msg['name']!r} is observed by a handler outside probmix (e.g. "
+                f"pyro.condition(probmix(model), data)), so it reached probmix as a latent variable "
+                f"and was not fused. Condition inside: probmix(pyro.condition(model, data)), or "
+                f"pass the observations to the model (obs=...)"
+            )
 
     # ----------------------------------------------------------------- plates
-    def _enter_plate(self, msg):
-        name, fn = msg["name"], msg["fn"]
-        subsampled = fn.subsample_size is not None and fn.subsample_size < fn.size
-        if not subsampled or msg["value"] is not None:
-            return  # a full plate, or indices given by the user or replayed from the guide
-        if self._data_plate is None and self.graph.num_nodes == fn.size:
-            self._data_plate = name  # the only plate a graph over the training rows can pair
-        elif self._data_plate != name:
-            if self.plate is None and self.graph.num_nodes == fn.size:
-                raise ValueError(
-                    f"plates {self._data_plate!r} and {name!r} both subsample the "
-                    f"{fn.size} rows that {self.graph!r} pairs: name the data plate with "
-                    f"probmix(..., plate=...)"
-                )
-            return
-        # lambdas in float64 until a site tells the model's dtype (Pairing.lam_in)
-        indices, pairing = draw_subsample(
-            self.graph, self.lam_sampler, name, fn.size, fn.subsample_size, fn.device,
-            torch.float64, self._layouts,
-        )
-        msg["value"] = indices
-        self._drawn[name] = indices, pairing
-        self._latest[name] = pairing
+    def _data_frame(self, msg):
+        frame, why = data_frame(msg, self.book.data_plate)
+        return frame if frame is not None else self._leave_alone(msg, why)
 
-    def _drawn_plate_of(self, msg):
-        """The Pairing of the subsample the handler drew, if ``msg`` is inside that plate."""
-        if not self._drawn:
-            return None
-        for frame in msg["cond_indep_stack"]:
-            drawn = self._drawn.get(frame.name)
-            if drawn is not None and _plate_indices(frame.name) is drawn[0]:
-                return frame, drawn[1]
-        return None
-
-    @staticmethod
-    def _score_anchors_only(msg, drawn):
-        """Every site of a subsampled data plate counts its anchor rows only, scaled by B / A,
-        so that the step is an unbiased estimate of the full-data objective."""
-        frame, pairing = drawn
-        msg["scale"] = msg["scale"] * pairing.scale
-        if msg["infer"].get("enumerate") == "parallel" or EMBEDDING_KEY in msg["infer"]:
-            # an enumerated latent of a partner row sums to 1 over its values once the row's
-            # observations are masked; masking it too would add log(K) per row
-            return
-        anchors = pairing.anchor_mask.reshape((-1,) + (1,) * (-frame.dim - 1))
-        mask = msg["mask"]
-        msg["mask"] = anchors if mask is None or mask is True else mask & anchors
-
-    def _site_plate(self, msg):
-        """The frame of the data plate of a site to fuse, or None if the site is to be left alone
-        (it lies outside every data plate, like a conditioned global latent)."""
-        stack = msg["cond_indep_stack"]
-        vectorized = [f for f in stack if f.vectorized and f.name != _PARTICLE_PLATE]
-        sequential = [f for f in stack if not f.vectorized]
-        if self._data_plate is not None:
-            frames = [f for f in vectorized if f.name == self._data_plate]
-            if frames:
-                return frames[0]
-            if any(f.name == self._data_plate for f in sequential):
-                raise _sequential_error(msg["name"], self._data_plate)
-            return self._leave_alone(msg, f"outside plate {self._data_plate!r}")
-        if len(vectorized) == 1:
-            return vectorized[0]
-        if len(vectorized) > 1:
-            plates = [f.name for f in vectorized]
-            raise ValueError(
-                f"site {msg['name']!r} is in several plates {plates}: probmix pairs rows along "
-                f"one data plate; name it with probmix(..., plate={plates[-1]!r}) (or another "
-                f"of {plates})"
-            )
-        if sequential:
-            raise _sequential_error(msg["name"], sequential[0].name)
-        return self._leave_alone(msg, "outside any plate")
+    def _pairing(self, msg, frame, rows, observed=None):
+        self._fused.add(msg["name"])
+        return self.book.pairing(msg, frame, rows, observed)
 
     def _leave_alone(self, msg, why):
         if self.sites is not None:
@@ -254,87 +216,45 @@ class ProbMixMessenger(Messenger):
         self._left_alone[msg["name"]] = why
         return None
 
-    def _pairing(self, msg, frame, observed=None):
-        """The pairing of the site's data plate in this execution of the model: the subsample
-        the handler drew, or a pairing of the plate's rows drawn on first use."""
-        name = frame.name
-        drawn = self._drawn.get(name)
-        indices = _plate_indices(name)
-        if drawn is not None and indices is drawn[0]:
-            pairing = drawn[1]
-        else:
-            within = self._within.get(name)
-            # a new execution of the model: new rows, or a site fused a second time
-            if within is None or within[0] is not indices or msg["name"] in within[1].used_by:
-                pairing = self._draw_within(msg, frame, indices, observed)
-                self._within[name] = indices, pairing
-                self._latest[name] = pairing
-            else:
-                pairing = within[1]
-        pairing.used_by.add(msg["name"])
-        self._fused.add(msg["name"])
-        return pairing
-
-    def _draw_within(self, msg, frame, indices, observed):
-        device = msg["value"].device  # where the rows live, whatever the plate's device
-        if self.graph.num_nodes is None:
-            nodes = torch.arange(frame.size, device=device)
-        else:
-            nodes = self._training_rows(frame, indices).to(device)
-        return draw_within(self.graph, self.lam_sampler, frame.name, nodes, _dtype_of(msg), observed)
-
-    def _training_rows(self, frame, indices):
-        """The graph nodes of a plate's rows: ``subsample=idx`` holds training rows ``idx``."""
-        n = self.graph.num_nodes
-        rows = torch.arange(n, device=indices.device)
-        whole = frame.size == n and (
-            torch.equal(indices, rows) or torch.equal(torch.sort(indices).values, rows)
-        )
-        if not whole:
-            raise ValueError(
-                f"{self.graph!r} pairs the {n} training rows, but plate {frame.name!r} holds "
-                f"{frame.size} of {frame.full_size} rows chosen outside probmix, so a partner may lie "
-                f"outside the batch. Declare pyro.plate({frame.name!r}, {n}, subsample_size=B) "
-                f"inside the model (probmix then draws anchors and their partners; pass "
-                f"probmix(..., plate={frame.name!r}) if several plates have {n} rows), give the "
-                f"full batch in any order with pyro.plate({frame.name!r}, {n}, subsample=order), "
-                f"or use FullGraph() to pair rows within the batch"
-            )
-        return indices
-
     # ----------------------------------------------------------------- fusion
     def _fuse_embedding(self, msg):
         self._embedding_sites.add(msg["name"])
-        frame = self._site_plate(msg)
+        frame = self._data_frame(msg)
         if frame is None:
             return
         fn = msg["fn"].base_dist  # embedding() masks the distribution out of the ELBO
-        pairing = self._pairing(msg, frame)
         dim = frame.dim
+        pairing = self._pairing(msg, frame, rows_of(msg, fn, frame))
         if len(fn.batch_shape) < -dim or fn.batch_shape[dim] != pairing.partner.shape[0]:
             raise ValueError(
                 f"embedding site {msg['name']!r}: {type(fn).__name__} has batch_shape "
                 f"{tuple(fn.batch_shape)}, which does not have the {pairing.partner.shape[0]} rows "
                 f"of plate {frame.name!r} at dim {dim}"
             )
-        lam = pairing.lam_in(_dtype_of(msg)).reshape((-1,) + (1,) * (-dim - 1))
+        lam = pairing.lam_in(value_dtype(msg)).reshape((-1,) + (1,) * (-dim - 1))
         try:
             pooled = self.pool(fn, take_rows(fn, pairing.partner, dim), lam)
-        except (NotImplementedError, ValueError) as e:
+        except (NotImplementedError, ValueError, TypeError) as e:
             raise type(e)(f"embedding site {msg['name']!r}: {e}") from e
         msg["fn"] = pooled.mask(False)
         msg["value"] = pooled.mean if msg["infer"][EMBEDDING_KEY]["mean"] else pooled.rsample()
         pairing.embedded = True
 
     def _fuse_observation(self, msg):
-        frame = self._site_plate(msg)
+        frame = self._data_frame(msg)
         if frame is None:
             return
         fn, mask = unmask(msg["fn"], msg["mask"])
         if mask is False:
             self._left_alone[msg["name"]] = "masked out"
             return
-        pairing = self._pairing(msg, frame, observed=_observed_rows(mask, frame.dim))
+        if self.pool is log_linear_pool:
+            try:
+                check_poolable(fn)  # before any pair is drawn: fail at the first step
+            except (NotImplementedError, ValueError) as e:
+                raise type(e)(f"site {msg['name']!r}: {e}") from e
+        rows = rows_of(msg, fn, frame)
+        pairing = self._pairing(msg, frame, rows, observed=observed_rows(mask, frame.dim))
         fuse_observed_site(
             msg, frame.dim, pairing, self.pool, lambda base: self._kernel(msg, base),
             self.label_fusion, self.criterion, self.num_samples,
@@ -400,40 +320,6 @@ def _inside_compiled_loss():
             return True
         frame = frame.f_back
     return False
-
-
-def _plate_indices(name):
-    """The indices of the live plate ``name`` (its subsample, or ``arange(size)``)."""
-    for messenger in reversed(_PYRO_STACK):
-        if isinstance(messenger, IndepMessenger) and messenger.name == name:
-            return messenger.indices
-    return None
-
-
-def _sequential_error(site, plate):
-    return ValueError(
-        f"site {site!r} is inside the sequential plate {plate!r} (for i in pyro.plate(...)): "
-        f"probmix pairs the rows of a vectorized plate; write `with pyro.plate({plate!r}, N):` "
-        f"around one site that holds all N rows"
-    )
-
-
-def _observed_rows(mask, dim):
-    """Which rows of the plate have a scored cell (bool, one per row), or None if all have."""
-    if not isinstance(mask, torch.Tensor) or mask.dim() < -dim or mask.shape[dim] == 1:
-        return None
-    rows = mask.shape[dim]
-    return mask.movedim(dim, 0).reshape(rows, -1).any(-1)
-
-
-def _dtype_of(msg):
-    value = msg["value"]
-    if torch.is_floating_point(value):
-        return value.dtype
-    try:
-        return msg["fn"].mean.dtype
-    except NotImplementedError:
-        return torch.get_default_dtype()
 
 
 def _check_choice(name, value, choices):

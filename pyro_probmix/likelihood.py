@@ -71,14 +71,29 @@ class ProbMixLikelihood(TorchDistribution):
 
 def unmask(fn, mask):
     """``(fn, mask)`` with the masks of top-level :class:`MaskedDistribution` wrappers moved into
-    ``mask`` (``None``, a bool or a bool tensor), so that they are handled like ``poutine.mask``."""
-    while isinstance(fn, MaskedDistribution):
-        mask = _and(mask, fn._mask)
-        fn = fn.base_dist
-    return fn, mask
+    ``mask`` (``None``, a bool or a bool tensor), so that they are handled like ``poutine.mask``.
+    A mask under ``Independent`` that is constant across the event (``d.mask(m).to_event(1)``
+    with ``m`` of size 1 in the event dims, as padding masks are) is a mask of batch cells too."""
+    while True:
+        if isinstance(fn, MaskedDistribution):
+            mask = mask_and(mask, fn._mask)
+            fn = fn.base_dist
+            continue
+        if isinstance(fn, Independent) and isinstance(fn.base_dist, MaskedDistribution):
+            inner, n = fn.base_dist, fn.reinterpreted_batch_ndims
+            inner_mask = inner._mask
+            if isinstance(inner_mask, torch.Tensor):
+                if inner_mask.dim() < n or any(size != 1 for size in inner_mask.shape[inner_mask.dim() - n :]):
+                    return fn, mask  # varies within the event: refused by the caller
+                inner_mask = inner_mask.reshape(inner_mask.shape[: inner_mask.dim() - n])
+            mask = mask_and(mask, inner_mask)
+            fn = Independent(inner.base_dist, n)
+            continue
+        return fn, mask
 
 
-def _and(a, b):
+def mask_and(a, b):
+    """The conjunction of two Pyro masks (``None``, a bool or a bool tensor)."""
     if a is None or a is True:
         return b
     if b is None or b is True:
@@ -197,7 +212,7 @@ def fuse_observed_site(
     else:
         try:
             base = pool(fn, take_rows(fn, partner, dim), lam)
-        except (NotImplementedError, ValueError) as e:
+        except (NotImplementedError, ValueError, TypeError) as e:
             raise type(e)(f"site {name!r}: {e}") from e
     msg["fn"] = ProbMixLikelihood(
         base, partner_value, lam, kernel_of(base), label_fusion, criterion, num_samples

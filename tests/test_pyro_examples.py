@@ -4,8 +4,7 @@ path is in each test's docstring), shrunk to tens of rows and a few steps and ru
 README says: ``with probmix(...)`` around the training steps. Each test checks what
 docs/models.md states for that shape of model: the fused site's log-likelihood against a
 brute-force computation from ``handler.pairings``, the cells it scores against the plain
-model's, or the error it must raise. ``xfail(strict=True)`` marks what the handler gets wrong
-today, with the cause; the families that fail at row selection or pooling are listed at the end.
+model's, or the error it must raise.
 """
 import math
 
@@ -267,11 +266,7 @@ def check_classifier(family, size="given"):
 
 @pytest.mark.parametrize("family", [
     "Categorical",
-    pytest.param("OneHotCategorical", marks=pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-        "known family gap (rows.py, other branch): take_rows cannot select rows of "
-        "OneHotCategorical, 'none of its arg_constraints [logits, probs] is stored as an "
-        "attribute', although pooling.py has a OneHotCategorical rule; the TypeError does not "
-        "name the site"))),
+    "OneHotCategorical",
 ])
 def test_classifier_with_pyro_module_and_a_scaled_auxiliary_loss(family):
     """examples/vae/ss_vae_M2.py, ``model_classify``: ``pyro.module`` registers the classifier,
@@ -281,11 +276,6 @@ def test_classifier_with_pyro_module_and_a_scaled_auxiliary_loss(family):
     check_classifier(family)
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-    "pyro.plate('data') without a size (Pyro infers it from the batch, frame.size == -1, as in "
-    "examples/vae/ss_vae_M2.py) crashes inside Pyro: handler._plate_indices reads "
-    "IndepMessenger.indices, which calls torch.arange(-1): 'upper bound and lower bound "
-    "inconsistent with step sign'"))
 def test_classifier_in_a_plate_whose_size_pyro_infers():
     """examples/vae/ss_vae_M2.py writes ``with pyro.plate("data"):`` and lets Pyro infer the
     size from the batch; the handler should fuse it as with the size given."""
@@ -695,31 +685,23 @@ def test_sequential_plate_of_the_svi_tutorial_is_refused_with_the_vectorized_for
             Trace_ELBO().loss(sequential_model, coin_guide, COIN_DATA)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "misleading warning: the NothingFusedWarning names no site and blames poutine.block, MCMC or "
-    "a compiled loss; the cause is that 'obs' was observed by pyro.condition outside "
-    "probmix(model) (probmix reads msg['is_observed'] in _pyro_sample, before the outer condition "
-    "handler sets it). It should name 'obs' and say to write probmix(pyro.condition(model, data))"))
-def test_condition_applied_outside_a_wrapped_model_warns_naming_the_site():
+def test_condition_applied_outside_a_wrapped_model_is_refused_with_the_inside_form():
     """tutorial/source/intro_long.ipynb conditions with ``pyro.condition(model, data=...)``;
     written around ``probmix(model)`` the condition handler is outside probmix, so the site
-    reaches it unobserved and nothing is fused: the plain model trains."""
+    reaches it unobserved: refused, with the form that works (condition inside)."""
 
     def model(x):
         with pyro.plate("data", x.shape[0]):
             pyro.sample("obs", dist.Normal(x, 1.0))
 
     x, y = torch.randn(10), torch.randn(10)
-    with pytest.warns(NothingFusedWarning) as record:
+    with pytest.raises(ValueError, match="site 'obs' is observed by a handler outside probmix.*probmix\\(pyro.condition"):
         poutine.trace(pyro.condition(probmix(model, lam=LAM), data={"obs": y})).get_trace(x)
-    assert "'obs'" in str(record[0].message) and "pyro.condition" in str(record[0].message)
+    trace = poutine.trace(probmix(pyro.condition(model, data={"obs": y}), lam=LAM)).get_trace(x)
+    assert isinstance(trace.nodes["obs"]["fn"], ProbMixLikelihood)
 
 
 # ----------------------------------------------------------------------------- families
-def _family_gap(reason):
-    return pytest.mark.xfail(strict=True, raises=TypeError, reason="known family gap (rows.py, other branch): " + reason)
-
-
 N_ROWS = 6
 FAMILIES = {
     # name: (distribution of the 6 rows, observed value); where each appears in Pyro
@@ -745,17 +727,12 @@ FAMILIES = {
     "Normal",
     "StudentT",
     "NegativeBinomial",
-    pytest.param("LogNormal", marks=_family_gap("issue 9 item 5; 'cannot select rows of LogNormal'")),
-    pytest.param("GammaPoisson", marks=_family_gap("issue 9 item 5; 'cannot select rows of GammaPoisson'")),
-    pytest.param("HalfNormal", marks=_family_gap("issue 9 item 5; 'cannot select rows of HalfNormal'")),
-    pytest.param("Multinomial", marks=_family_gap(
-        "tutorial/source/prodlda.ipynb observes Multinomial(total_count, logits); "
-        "'cannot select rows of Multinomial'")),
-    pytest.param("ZeroInflatedNegativeBinomial", marks=_family_gap(
-        "tutorial/source/scanvi.ipynb observes ZeroInflatedNegativeBinomial(gate_logits, total_count, "
-        "logits); 'cannot rebuild ZeroInflatedNegativeBinomial from its parameters [gate_logits]'")),
-    pytest.param("torch.distributions.Independent", marks=_family_gap(
-        "issue 9 item 5 (torch's own classes); 'cannot select rows of Independent'")),
+    "LogNormal",
+    "GammaPoisson",
+    "HalfNormal",
+    "Multinomial",
+    "ZeroInflatedNegativeBinomial",
+    "torch.distributions.Independent",
 ])
 def test_linear_fusion_fuses_the_observation_families_of_pyro_examples(family):
     """docs/models.md, Families: ``fusion="linear"`` works for every family whose rows can be
@@ -851,45 +828,18 @@ def binary_guide(y, seen=None):
 
 
 @pytest.mark.parametrize("elbo", [Trace_ELBO, TraceGraph_ELBO])
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "wrong gradient: in the subsample path the partner row's guide site is masked "
-    "(handler._score_anchors_only sets msg['mask'] &= anchor_mask for guide sites too), so the "
-    "score-function term of a non-reparameterizable local latent of the partner is zero; the "
-    "anchor's fused likelihood depends on z_partner ~ q(phi_partner), so d loss / d phi_partner "
-    "is dropped (0.0 instead of -3.15 here) although the loss value is unbiased"))
-def test_subsample_gradient_of_a_non_reparameterizable_local_latent_is_unbiased(elbo):
+def test_a_non_reparameterizable_local_latent_of_the_guide_is_refused_on_mini_batches(elbo):
     """tutorial/source/svi_part_iii.ipynb (non-reparameterizable latents, TraceGraph_ELBO) with
-    the mini-batches of svi_part_ii.ipynb: a Bernoulli latent per row in the guide, one anchor
-    and its partner per step. Given the drawn pair, the particle-averaged gradient must match
-    the gradient of the exact expected loss (enumerating z_anchor, z_partner)."""
-    binary_guide(BINARY_Y)
-    phi = pyro.param("phi")
-    seen = []
-    with probmix(lam=LAM, plate="data"):
-        elbo(num_particles=20000, vectorize_particles=True, max_plate_nesting=1).loss_and_grads(
-            binary_model, lambda y: binary_guide(y, seen), BINARY_Y)
-    estimated = phi.grad.clone()
-    a, p = seen[-1]
-    exact_phi = phi.detach().clone().requires_grad_()
-    q_a, q_p = dist.Bernoulli(logits=exact_phi[a]), dist.Bernoulli(logits=exact_phi[p])
-    expected_loss = 0.0
-    for z_a in (torch.tensor(0.0), torch.tensor(1.0)):
-        for z_p in (torch.tensor(0.0), torch.tensor(1.0)):
-            pooled = dist.Normal(3 * (LAM * z_a + (1 - LAM) * z_p), 1.0)
-            fused_term = LAM * pooled.log_prob(BINARY_Y[a]) + (1 - LAM) * pooled.log_prob(BINARY_Y[p])
-            elbo_term = fused_term + dist.Bernoulli(0.5).log_prob(z_a) - q_a.log_prob(z_a)
-            expected_loss = expected_loss - 4.0 * q_a.log_prob(z_a).exp() * q_p.log_prob(z_p).exp() * elbo_term
-    expected_loss.backward()
-    assert float(exact_phi.grad[p]) == pytest.approx(-3.15, abs=0.01)  # the partner's latent matters
-    assert torch.allclose(estimated, exact_phi.grad, atol=0.3)
+    the mini-batches of svi_part_ii.ipynb: a Bernoulli latent per row in the guide. Scoring the
+    anchors only would drop the score-function gradient of the partner's latent, which the
+    anchor's fused likelihood uses (d loss / d phi_partner is -3.15 for the pair of this test,
+    0 with the partner masked), so the handler refuses and names the ways that work."""
+    with pytest.raises(NotImplementedError, match="site 'z': a latent variable of the guide that is not reparameterised.*full batch"):
+        with probmix(lam=LAM, plate="data"):
+            elbo(num_particles=10, vectorize_particles=True, max_plate_nesting=1).loss_and_grads(
+                binary_model, binary_guide, BINARY_Y)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "wrong objective: an enumerated latent of the guide in a subsampled data plate is 'scaled but "
-    "not masked' (handler._score_anchors_only returns early for enumerate='parallel'), so the "
-    "partner row adds scale * sum_k q(k) (log p(k) - log q(k)) = -scale * KL(q_partner || p) to "
-    "the ELBO. The docs' reason ('its enumerated latent sums to one') holds for a latent "
-    "enumerated in the model only; here loss = documented objective + (N / A) KL(q_p || p)"))
 def test_latent_enumerated_in_the_guide_counts_the_anchor_rows_only_on_mini_batches():
     """tutorial/source/enumeration.ipynb (enumerating a discrete latent in the guide with
     ``infer={"enumerate": "parallel"}`` and TraceEnum_ELBO; examples/vae/ss_vae_M2.py does the

@@ -1,0 +1,274 @@
+# SPDX-License-Identifier: Apache-2.0
+"""
+Plate bookkeeping of the handler: along which plate a site is fused, which rows (and graph
+nodes) a plate holds, and how a subsampled data plate weights its sites.
+"""
+import torch
+from pyro.poutine.indep_messenger import IndepMessenger
+from pyro.poutine.replay_messenger import ReplayMessenger
+from pyro.poutine.runtime import _PYRO_STACK
+
+from .embedding import EMBEDDING_KEY
+from .likelihood import mask_and
+from .pairing import draw_subsample, draw_within
+
+__all__ = [
+    "PARTICLE_PLATE",
+    "PairingBook",
+    "data_frame",
+    "guide_site",
+    "observed_rows",
+    "plate_indices",
+    "rows_of",
+    "score_anchors_only",
+    "sequential_error",
+    "training_rows",
+    "value_dtype",
+]
+
+PARTICLE_PLATE = "num_particles_vectorized"  # the plate over particles of pyro.infer.elbo: never a data plate
+
+
+def data_frame(msg, data_plate):
+    """``(frame, None)`` with the frame of the data plate of a site to fuse, or ``(None, why)`` if
+    the site is to be left alone (it lies outside every data plate, like a conditioned global
+    latent). ``data_plate`` is the plate's name, or None for each site's only vectorized plate.
+
+    >>> import pyro, pyro.distributions as dist
+    >>> from pyro import poutine
+    >>> def model():
+    ...     pyro.sample("w", dist.Normal(0.0, 1.0))
+    ...     with pyro.plate("data", 3):
+    ...         pyro.sample("y", dist.Normal(0.0, 1.0))
+    >>> trace = poutine.trace(model).get_trace()
+    >>> data_frame(trace.nodes["y"], None)[0].name, data_frame(trace.nodes["w"], None)
+    ('data', (None, 'outside any plate'))
+    """
+    stack = msg["cond_indep_stack"]
+    vectorized = [f for f in stack if f.vectorized and f.name != PARTICLE_PLATE]
+    sequential = [f for f in stack if not f.vectorized]
+    if data_plate is not None:
+        frames = [f for f in vectorized if f.name == data_plate]
+        if frames:
+            return frames[0], None
+        if any(f.name == data_plate for f in sequential):
+            raise sequential_error(msg["name"], data_plate)
+        return None, f"outside plate {data_plate!r}"
+    if len(vectorized) == 1:
+        return vectorized[0], None
+    if len(vectorized) > 1:
+        plates = [f.name for f in vectorized]
+        raise ValueError(
+            f"site {msg['name']!r} is in several plates {plates}: probmix pairs rows along "
+            f"one data plate; name it with probmix(..., plate={plates[-1]!r}) (or another "
+            f"of {plates})"
+        )
+    if sequential:
+        raise sequential_error(msg["name"], sequential[0].name)
+    return None, "outside any plate"
+
+
+def score_anchors_only(msg, frame, pairing):
+    """Every site of a subsampled data plate counts its anchor rows only, scaled by B / A,
+    so that the step is an unbiased estimate of the full-data objective."""
+    msg["scale"] = msg["scale"] * pairing.scale
+    if EMBEDDING_KEY in msg["infer"]:
+        return  # adds nothing to the ELBO
+    anchors = pairing.anchor_mask.reshape((-1,) + (1,) * (-frame.dim - 1))
+    site = None if msg["is_observed"] else guide_site(msg["name"])
+    if site is not None:  # the model's pass over a latent variable of the guide
+        enumerated = site["infer"].get("enumerate") == "parallel"
+        if not enumerated and not site["fn"].has_rsample:
+            raise NotImplementedError(
+                f"site {msg['name']!r}: a latent variable of the guide that is not "
+                f"reparameterised ({type(site['fn']).__name__}), in the subsampled plate "
+                f"{frame.name!r}. probmix scores the anchor rows of a mini-batch only, which "
+                f"would also drop the score-function gradient of the partner rows, whose "
+                f"latents the anchors' fused likelihood uses. Use the full batch "
+                f"(pyro.plate({frame.name!r}, N)), a reparameterised guide, or enumerate the "
+                f"site (infer={{'enumerate': 'parallel'}} with TraceEnum_ELBO)"
+            )
+        if enumerated:  # its guide pass could not tell it from a latent enumerated in the model
+            site["mask"] = mask_and(site["mask"], anchors)
+    elif msg["infer"].get("enumerate") == "parallel":
+        # enumerated in the model (or the guide's pass of a latent enumerated in the guide,
+        # masked by the model's pass above): for a partner row it sums to 1 over its values
+        # once the row's observations are masked; masking it too would add log(K) per row
+        return
+    msg["mask"] = mask_and(msg["mask"], anchors)
+
+
+def training_rows(graph, frame, rows, indices):
+    """The graph nodes of a plate's rows: ``subsample=idx`` holds training rows ``idx``; a
+    plate whose size Pyro infers holds the rows in order."""
+    n = graph.num_nodes
+    if indices is None:
+        indices = torch.arange(rows)
+    nodes = torch.arange(n, device=indices.device)
+    whole = rows == n and (
+        torch.equal(indices, nodes) or torch.equal(torch.sort(indices).values, nodes)
+    )
+    if not whole:
+        raise ValueError(
+            f"{graph!r} pairs the {n} training rows, but plate {frame.name!r} holds "
+            f"{rows} of {frame.full_size} rows chosen outside probmix, so a partner may lie "
+            f"outside the batch. Declare pyro.plate({frame.name!r}, {n}, subsample_size=B) "
+            f"inside the model (probmix then draws anchors and their partners; pass "
+            f"probmix(..., plate={frame.name!r}) if several plates have {n} rows), give the "
+            f"full batch in any order with pyro.plate({frame.name!r}, {n}, subsample=order), "
+            f"or use FullGraph() to pair rows within the batch"
+        )
+    return indices
+
+
+def plate_indices(frame):
+    """The indices of the live plate of ``frame`` (its subsample, or ``arange(size)``); None for
+    a plate whose size Pyro infers from the batch."""
+    if frame.size < 0:
+        return None
+    for messenger in reversed(_PYRO_STACK):
+        if isinstance(messenger, IndepMessenger) and messenger.name == frame.name:
+            return messenger.indices
+    return None
+
+
+def guide_site(name):
+    """The guide's site ``name`` when the model's pass replays the guide's trace, else None."""
+    for messenger in _PYRO_STACK:
+        if isinstance(messenger, ReplayMessenger) and messenger.trace is not None:
+            site = messenger.trace.nodes.get(name)
+            if site is not None and site["type"] == "sample" and not site["is_observed"]:
+                return site
+    return None
+
+
+def sequential_error(site, plate):
+    return ValueError(
+        f"site {site!r} is inside the sequential plate {plate!r} (for i in pyro.plate(...)): "
+        f"probmix pairs the rows of a vectorized plate; write `with pyro.plate({plate!r}, N):` "
+        f"around one site that holds all N rows"
+    )
+
+
+def rows_of(msg, fn, frame):
+    """The number of rows of ``fn`` along the dim of the plate ``frame``."""
+    shape, dim = fn.batch_shape, frame.dim
+    if len(shape) < -dim or (frame.size >= 0 and shape[dim] != frame.size):
+        rows = f"the {frame.size} rows" if frame.size >= 0 else "the rows"
+        raise ValueError(
+            f"site {msg['name']!r}: {type(fn).__name__} has batch_shape {tuple(shape)}, which does "
+            f"not have {rows} of plate {frame.name!r} at dim {dim}; probmix pairs the rows of the "
+            f"distribution, so expand its parameters to the plate (e.g. d.expand(shape))"
+        )
+    return shape[dim]
+
+
+def observed_rows(mask, dim):
+    """Which rows of the plate have a scored cell (bool, one per row), or None if all have."""
+    if not isinstance(mask, torch.Tensor) or mask.dim() < -dim or mask.shape[dim] == 1:
+        return None
+    rows = mask.shape[dim]
+    return mask.movedim(dim, 0).reshape(rows, -1).any(-1)
+
+
+class PairingBook:
+    """
+    The pairs of one ``with probmix`` block, plate by plate: the subsamples the handler drew
+    (linked to the guide's and the model's pass of a step by the identity of the indices, which
+    replay hands on) and the pairings of rows within a plate, drawn anew at each execution of
+    the model (a site fused a second time, or other rows, start one).
+
+    >>> import torch, pyro, pyro.distributions as dist
+    >>> from pyro import poutine
+    >>> from pyro_probmix import probmix
+    >>> def model():
+    ...     with pyro.plate("data", 4):
+    ...         pyro.sample("y", dist.Normal(torch.zeros(4), 1.0), obs=torch.ones(4))
+    >>> with probmix(lam=0.5) as handler:
+    ...     first = (poutine.trace(model).get_trace(), handler.book.latest["data"])[1]
+    ...     second = (poutine.trace(model).get_trace(), handler.book.latest["data"])[1]
+    >>> first is not second, sorted(first.used_by)
+    (True, ['y'])
+    """
+
+    def __init__(self, graph, lam_sampler, plate, layouts):
+        self.graph, self.lam_sampler, self.layouts = graph, lam_sampler, layouts
+        self.data_plate = plate  # the plate probmix subsamples: named, or taken over
+        self.named = plate is not None
+        self.drawn = {}  # plate name -> (subsample indices, Pairing) drawn by the handler
+        self.within = {}  # plate name -> (plate indices, Pairing) of rows paired in the plate
+        self.latest = {}  # plate name -> latest Pairing, for inspection
+
+    def enter_plate(self, msg):
+        """Fill the subsample of the data plate with anchors and partners (a subsample site)."""
+        name, fn = msg["name"], msg["fn"]
+        subsampled = fn.subsample_size is not None and fn.subsample_size < fn.size
+        if not subsampled or msg["value"] is not None:
+            return  # a full plate, or indices given by the user or replayed from the guide
+        if self.data_plate is None and self.graph.num_nodes == fn.size:
+            self.data_plate = name  # the only plate a graph over the training rows can pair
+        elif self.data_plate != name:
+            if not self.named and self.graph.num_nodes == fn.size:
+                raise ValueError(
+                    f"plates {self.data_plate!r} and {name!r} both subsample the "
+                    f"{fn.size} rows that {self.graph!r} pairs: name the data plate with "
+                    f"probmix(..., plate=...)"
+                )
+            return
+        # lambdas in float64 until a site tells the model's dtype (Pairing.lam_in)
+        indices, pairing = draw_subsample(
+            self.graph, self.lam_sampler, name, fn.size, fn.subsample_size, fn.device,
+            torch.float64, self.layouts,
+        )
+        msg["value"] = indices
+        self.drawn[name] = indices, pairing
+        self.latest[name] = pairing
+
+    def drawn_plate_of(self, msg):
+        """``(frame, Pairing)`` of the subsample the handler drew, if ``msg`` is in that plate."""
+        if not self.drawn:
+            return None
+        for frame in msg["cond_indep_stack"]:
+            drawn = self.drawn.get(frame.name)
+            if drawn is not None and plate_indices(frame) is drawn[0]:
+                return frame, drawn[1]
+        return None
+
+    def pairing(self, msg, frame, rows, observed=None):
+        """The pairing of the site's data plate (of ``rows`` rows) in this execution of the model:
+        the subsample the handler drew, or a pairing of the plate's rows drawn on first use."""
+        name = frame.name
+        drawn = self.drawn.get(name)
+        indices = plate_indices(frame)
+        if drawn is not None and indices is drawn[0]:
+            pairing = drawn[1]
+        else:
+            within = self.within.get(name)
+            # a new execution of the model: new rows, or a site fused a second time
+            if within is None or within[0] is not indices or msg["name"] in within[1].used_by:
+                pairing = self._draw_within(msg, frame, rows, indices, observed)
+                self.within[name] = indices, pairing
+                self.latest[name] = pairing
+            else:
+                pairing = within[1]
+        pairing.used_by.add(msg["name"])
+        return pairing
+
+    def _draw_within(self, msg, frame, rows, indices, observed):
+        device = msg["value"].device  # where the rows live, whatever the plate's device
+        if self.graph.num_nodes is None:
+            nodes = torch.arange(rows, device=device)
+        else:
+            nodes = training_rows(self.graph, frame, rows, indices).to(device)
+        return draw_within(self.graph, self.lam_sampler, frame.name, nodes, value_dtype(msg), observed)
+
+
+def value_dtype(msg):
+    """The floating dtype of a site's values (of its distribution's, for integer values)."""
+    value = msg["value"]
+    if torch.is_floating_point(value):
+        return value.dtype
+    try:
+        return msg["fn"].mean.dtype
+    except NotImplementedError:
+        return torch.get_default_dtype()
