@@ -404,9 +404,10 @@ def _check_choice(name, value, choices):
         raise ValueError(f"{name}={value!r} is not supported; expected one of {list(choices)}")
 
 
-def sample_symmetric_beta(alpha, n, device=None):
+def sample_symmetric_beta(alpha, n, device=None, generator=None):
     """
-    ``n`` draws of lambda ~ Beta(alpha, alpha): the ratio of two Gamma(alpha) draws, in log space.
+    ``n`` draws of lambda ~ Beta(alpha, alpha): the ratio of two Gamma(alpha) draws, in log space,
+    from torch's default generator or ``generator`` (a :class:`torch.Generator` of ``device``).
     For alpha < 1, Gamma(alpha) = Gamma(alpha + 1) U^(1/alpha) (Marsaglia and Tsang), so the tiny
     draws of small alpha do not underflow to 0/0. Faster than ``Beta(alpha, alpha).sample``.
 
@@ -418,10 +419,10 @@ def sample_symmetric_beta(alpha, n, device=None):
     concentration = torch.full((2, n), alpha + 1.0 if boosted else alpha, device=device)
     # torch.distributions.Gamma samples with this same kernel; calling it directly skips the
     # per-call construction and validation that dominate for small n
-    log_gamma = torch._standard_gamma(concentration).log_()
+    log_gamma = torch._standard_gamma(concentration, generator=generator).log_()
     if boosted:
         # log U^(1/alpha) = -Exponential(rate=alpha)
-        log_gamma.sub_(torch.empty_like(log_gamma).exponential_(alpha))
+        log_gamma.sub_(torch.empty_like(log_gamma).exponential_(alpha, generator=generator))
     return torch.sigmoid(log_gamma[0] - log_gamma[1])
 
 

@@ -91,13 +91,23 @@ def test_uci_loader_on_the_shared_yacht_data():
 
 def test_default_roots_resolve_relative_to_the_package(monkeypatch, tmp_path):
     monkeypatch.delenv("PROBMIX_DATA", raising=False)
-    monkeypatch.delenv("PROBMIX_STOCKS", raising=False)
     monkeypatch.chdir(tmp_path)  # not the cwd
     if SHARED_UCI.is_dir():
         assert default_uci_root().resolve() == SHARED_UCI.resolve()
         assert default_stocks_root().resolve() == SHARED_STOCKS.resolve()
-    monkeypatch.setenv("PROBMIX_DATA", str(tmp_path / "x"))
-    assert default_uci_root() == tmp_path / "x"
+    monkeypatch.setenv("PROBMIX_DATA", str(tmp_path / "x"))  # the folder holding uci/ and stocks/
+    assert (default_uci_root(), default_stocks_root()) == (tmp_path / "x" / "uci", tmp_path / "x" / "stocks")
+
+
+def test_without_a_shared_folder_data_go_to_the_user_cache(monkeypatch, tmp_path):
+    import pyro_probmix.experiments.data as data_module
+
+    monkeypatch.delenv("PROBMIX_DATA", raising=False)
+    monkeypatch.setattr(data_module, "_REPO_ROOT", tmp_path / "site-packages")  # as from a wheel
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert data_module.default_data_root() == tmp_path / "cache" / "pyro-probmix"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert data_module.default_data_root() == Path.home() / ".cache" / "pyro-probmix"
 
 
 @pytest.mark.skipif(not (SHARED_STOCKS / "GOOG.csv").is_file(), reason="../shared/data not present")

@@ -375,6 +375,11 @@ def write_report(out, experiments=None, figures=True):
           f"{len(records)} run records under `{out}`. Cells: mean ± std (ddof=1) over units (splits / runs) "
           "of the configuration chosen on validation data; best mean per row in **bold**. "
           "NLL, RMSE and CRPS on the original target scale.", ""]
+    settings = sorted({(r["key"]["train"].get("epochs"), r["key"]["train"].get("lr")) for r in records
+                       if r["key"].get("train")}, key=str)
+    if settings:  # so that a smoke run does not read like the paper's protocol
+        md += ["Training settings of these records: " + "; ".join(f"{e} epochs, Adam lr {lr}" for e, lr in settings)
+               + " (the paper's: toy 500 epochs, UCI 1000, stocks 1500).", ""]
     summary_rows = []
     experiments_seen = OrderedDict()
     for (experiment, arch, dataset), methods in finals.items():
