@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""A progress bar over runs: tqdm when it is installed, else a plain one on stderr."""
+"""A progress bar over runs: tqdm on a terminal when it is installed, else a plain one; into a
+pipe or a file, one plain line every 30 s (no carriage returns)."""
 import sys
 import time
 
@@ -14,8 +15,8 @@ class Progress:
     >>> with Progress(4, "runs", stream=stream) as bar:
     ...     bar.update(1.5)
     ...     bar.update(10)  # clipped to the total
-    >>> bar.done, "4.0/4" in stream.getvalue()
-    (4.0, True)
+    >>> bar.done, "4.0/4" in stream.getvalue(), chr(13) in stream.getvalue()  # not a terminal: no CR
+    (4.0, True, False)
     """
 
     def __init__(self, total, desc="runs", quiet=False, stream=None):
@@ -26,6 +27,9 @@ class Progress:
         self._last_print = 0.0
         self._bar = None
         if quiet or total == 0:
+            return
+        if not getattr(self.stream, "isatty", lambda: False)():
+            self._draw(force=True)
             return
         try:
             from tqdm import tqdm

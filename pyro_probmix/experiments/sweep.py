@@ -125,8 +125,8 @@ class SweepOptions:
         if batch_size is not None and batch_size < 2 and any(resolve_method(m).uses_handler for m in self.methods):
             pairing = [m for m in self.methods if resolve_method(m).uses_handler]
             raise ExperimentError(
-                f"--batch-size {batch_size}: {', '.join(pairing)} pair each row with another row of its "
-                f"minibatch, so a minibatch needs >= 2 rows"
+                f"--batch-size {batch_size}: {', '.join(pairing)} draw(s) each row's partner from its minibatch, "
+                f"so a minibatch needs >= 2 rows"
             )
         self.batch_size = batch_size
         self.eval_every = int(eval_every)
