@@ -227,7 +227,7 @@ def results_table(opts, chosen):
     store = RecordStore(opts.out)
     metrics = ("nll", "rmse") if opts.suite.task == "regression" else ("nll", "accuracy")
     lines = [f"{opts.experiment}: test scores of the final runs ({opts.epochs} epochs, lr {opts.lr}; mean ± std over units)",
-             f"{'dataset':<24}{'method':<22}{'n':>3}  " + "  ".join(f"{m:>18}" for m in metrics)]
+             f"{'dataset':<24}{'method':<36}{'n':>3}  " + "  ".join(f"{m:>18}" for m in metrics)]
     for (dataset, arch), methods in chosen.items():
         for name, hparams in methods.items():
             method = resolve_method(name, **hparams)
@@ -239,7 +239,7 @@ def results_table(opts, chosen):
                 sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
                 cells.append(f"{mean:>9.3f} ± {sd:<6.3f}")
             label = dataset + ("/" + arch if arch != "mlp" else "")
-            lines.append(f"{label:<24}{method.describe()[:21]:<22}{len(tests):>3}  " + "  ".join(cells))
+            lines.append(f"{label:<24}{method.describe():<36}{len(tests):>3}  " + "  ".join(cells))
     return "\n".join(lines)
 
 

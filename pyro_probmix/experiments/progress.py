@@ -25,6 +25,7 @@ class Progress:
         self.done = 0.0
         self.start = time.perf_counter()
         self._last_print = 0.0
+        self._printed = None  # the count of the last line printed
         self._bar = None
         if quiet or total == 0:
             return
@@ -55,12 +56,14 @@ class Progress:
         tty = getattr(self.stream, "isatty", lambda: False)()
         if not force and now - self._last_print < (0.5 if tty else 30.0) and self.done < self.total:
             return
-        self._last_print = now
+        if self._printed == self.done and not tty:
+            return  # this line is out already
+        self._last_print, self._printed = now, self.done
         frac = self.done / self.total if self.total else 1.0
         elapsed = now - self.start
-        eta = elapsed / frac - elapsed if frac > 0 else float("nan")
+        eta = f"{elapsed / frac - elapsed:.0f}s" if frac > 0 else "?"
         bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
-        line = f"{self.desc}: [{bar}] {self.done:.1f}/{self.total} runs, {elapsed:.0f}s elapsed, ETA {eta:.0f}s"
+        line = f"{self.desc}: [{bar}] {self.done:.1f}/{self.total} runs, {elapsed:.0f}s elapsed, ETA {eta}"
         self.stream.write(("\r" + line) if tty else (line + "\n"))
         self.stream.flush()
 
