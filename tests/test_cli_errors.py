@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from pyro_probmix.experiments.cli import main
+from pyro_probmix.experiments.records import RecordStore
 
 TOY = ["toy-regression", "--methods", "ERM", "ProbMix", "--splits", "0", "--epochs", "2", "--alphas", "0.5",
        "--betas", "0", "--no-report", "--quiet"]
@@ -136,6 +137,41 @@ def test_bad_input_gets_a_clear_message_and_exit_code(tmp_path, case):
     assert message in err and rc == code, err
     if code:
         assert err.strip().splitlines()[-1].startswith(("error:", "usage:", "python -m")), err
+
+
+def test_every_option_of_every_command_has_help():
+    from pyro_probmix.experiments.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "experiment").choices
+    missing = [f"{name} {a.option_strings[0]}" for name, sub in commands.items() for a in sub._actions
+               if a.option_strings and not a.help]
+    assert missing == [] and len(commands) == 6
+
+
+def test_a_sweep_says_what_it_trains_reuses_and_scores(tmp_path, capsys):
+    argv = ["toy-regression", "--methods", "ERM", "ProbMix", "--runs", "2", "--epochs", "2", "--alphas", "0.1", "0.5",
+            "--betas", "0", "--out", str(tmp_path), "--no-report"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    # ablation grid: ProbMix x 2 configurations x units 0-2 (selection) and 0-1; ERM: 2 final runs
+    assert "toy-regression: 6 selection runs (1 method(s) x 2 (alpha, beta) configurations" in err
+    assert "then 4 final runs" in err and "final runs: reusing 2 of 4 records in" in err
+    assert "\r" not in err  # not a terminal: plain progress lines
+    lines = out.splitlines()
+    assert lines[0] == "toy-regression: test scores of the final runs (2 epochs, lr 0.01; mean ± std over units)"
+    selection = json.loads(next(tmp_path.rglob("selection/**/cubic.json")).read_text())
+    records = RecordStore(tmp_path).all()
+    for line, name in zip(lines[2:], ["ERM", "ProbMix"]):
+        hparams = selection[name]["hparams"]
+        nll = [r["metrics"]["test"]["nll"] for r in records if r["key"]["method"] == name
+               and r["key"]["hparams"] == hparams and r["key"]["split"] < 2]
+        assert line.split()[:2] == ["cubic", name if not hparams else f"{name}(alpha={hparams['alpha']},"]
+        assert f"{np.mean(nll):.3f} ± {np.std(nll, ddof=1):.3f}" in line and len(nll) == 2
+    assert main(argv) == 0
+    assert "selection: reusing 6 of 6 records" in capsys.readouterr().err
+    assert main(["report", "--out", str(tmp_path), "--no-figures", "--quiet"]) == 0
+    assert "Training settings of these records: 2 epochs, Adam lr 0.01" in (tmp_path / "report" / "report.md").read_text()
 
 
 if __name__ == "__main__":  # how each case fares with this checkout's code
