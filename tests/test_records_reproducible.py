@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-import pyro_probmix.experiments.records as records_module
+import pyro_probmix.experiments.fingerprint as fingerprint_module
 from pyro_probmix.experiments.cli import main
 from pyro_probmix.experiments.methods import METHOD_NAMES, resolve_method
 from pyro_probmix.experiments.records import VOLATILE_FIELDS, Checkpoint, RecordError, RecordStore, RunSpec
@@ -200,7 +200,7 @@ def test_a_changed_data_file_or_code_retrains_the_record(tmp_path, capsys, monke
     assert "retraining 1 stale record(s) (--reuse-stale keeps them)" in err and "data file tiny/data.txt changed" in err
     new_nll, new_fp = _nll(tmp_path)
     assert new_nll != nll and new_fp["data"]["tiny/data.txt"] != fp["data"]["tiny/data.txt"]
-    monkeypatch.setattr(records_module, "code_fingerprint", lambda: "0123456789abcdef")
+    monkeypatch.setattr(fingerprint_module, "code_fingerprint", lambda: "0123456789abcdef")
     assert main(_uci(tmp_path)) == 0
     assert f"code {fp['code']} -> 0123456789abcdef" in capsys.readouterr().err
     assert _nll(tmp_path) == (new_nll, {**new_fp, "code": "0123456789abcdef"})

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .data import ExperimentError, default_data_root
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "results_table"]
 
 TRAINING = ("toy-regression", "toy-classification", "uci", "stocks")
 
