@@ -178,7 +178,6 @@ def _train(args):
         raise ExperimentError("--splits selects no unit")
     if not (math.isfinite(args.checkpoint_every) and args.checkpoint_every >= 0):
         raise ExperimentError(f"--checkpoint-every must be a number of seconds >= 0, got {args.checkpoint_every}")
-    _writable_folder(args.out)
     if args.runs is not None:
         if splits is not None:
             raise ExperimentError("give --splits or --runs, not both")
@@ -207,6 +206,7 @@ def _train(args):
         reuse_stale=args.reuse_stale,
         checkpoint_every=args.checkpoint_every,
     )
+    _writable_folder(args.out)  # after every other check: bad input creates no folder
     chosen = run_sweep(opts)
     if not args.quiet:
         print(results_table(opts, chosen))
