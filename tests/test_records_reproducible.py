@@ -21,8 +21,9 @@ from pyro_probmix.experiments.train import TrainConfig, train_group
 
 TRAIN = {"epochs": 4, "lr": 0.01, "batch_size": None, "eval_every": 1}
 #: the star variants' separate scale network runs softplus over the group's whole tensor, whose
-#: last elements torch's CPU kernel computes by its scalar path: run 1's scales differ in the last
-#: bit from those of run 1 alone at the test set's shape (training is exact at these shapes)
+#: last elements torch's CPU kernel computes by its scalar path: with these tiny widths (8, 4), run
+#: 1's scales differ in the last bit from those of run 1 alone at the test set's shape (training is
+#: exact); at the UCI widths they are exact (test below)
 LAST_BITS = {"M-ProbMix-star", "LocKM-ProbMix-star"}
 
 
@@ -54,6 +55,21 @@ def test_a_run_alone_is_the_run_in_a_group(tmp_path, name):
             assert a[0]["metrics"][part]["nll"] == pytest.approx(b[0]["metrics"][part]["nll"], rel=1e-8)
     else:
         assert_same(a, b)
+
+
+SHARED_UCI = Path(__file__).resolve().parents[2] / "shared" / "data" / "uci"
+
+
+@pytest.mark.skipif(not (SHARED_UCI / "yacht").is_dir(), reason="../shared/data not present")
+@pytest.mark.parametrize("name", sorted(LAST_BITS))
+def test_at_the_uci_widths_the_star_variants_are_exact_too(tmp_path, name):
+    torch.set_num_threads(1)
+    train = {**TRAIN, "epochs": 3}
+    method = resolve_method(name, alpha=0.5)
+    specs = [RunSpec.make("uci", "yacht", name, u, 0, hparams=method.hparams(), train=train) for u in (0, 1, 2)]
+    grouped = run_group("uci", specs, tmp_path / "group", data_root=SHARED_UCI)[1]
+    alone = run_group("uci", specs[1:2], tmp_path / "alone", data_root=SHARED_UCI)[0]
+    assert_same(outcome(RecordStore(tmp_path / "group"), grouped), outcome(RecordStore(tmp_path / "alone"), alone))
 
 
 def test_training_resumed_from_a_checkpoint_is_exact(tmp_path):
