@@ -61,8 +61,10 @@ class RunStreams(Messenger):
         return len(self.generators)
 
     def _by_run(self, rows, draw):
-        """``draw(generator, m)`` for each run's ``m`` rows of ``rows`` (row indices), placed at
-        those rows' positions."""
+        """``draw(generator, m)`` for each run's ``m`` rows of ``rows`` (row indices, or ``None``
+        for all the group's rows in order), placed at those rows' positions."""
+        if rows is None:  # the full batch: run after run
+            return torch.cat([draw(g, self.rows) for g in self.generators]).to(self.device)
         rows = rows.cpu()
         if self.runs == 1:
             return draw(self.generators[0], len(rows)).to(self.device)
@@ -78,6 +80,8 @@ class RunStreams(Messenger):
 
     def randint(self, low, high, rows):
         """One integer in ``[low, high)`` per row of ``rows`` from its run's generator."""
+        if len(rows) == self.runs * self.rows and bool((rows.cpu() == torch.arange(len(rows))).all()):
+            rows = None  # the full batch (the common case): no sort
         return self._by_run(rows, lambda g, m: torch.randint(low, high, (m,), generator=g))
 
     def beta(self, alpha, n):
@@ -90,9 +94,13 @@ class RunStreams(Messenger):
         return self._by_run(rows, lambda g, m: torch.randn((m,) + tuple(shape[1:]), generator=g))
 
     def _split_rows(self, n):
-        if self.runs > 1 and n != self.runs * self.rows:
+        """``None`` (all rows, run after run) for a draw over the whole group; the ``n`` rows of a
+        minibatch of the one run."""
+        if self.runs == 1:
+            return torch.arange(n)
+        if n != self.runs * self.rows:
             raise ValueError(f"a draw over {n} rows does not cover the {self.runs} x {self.rows} rows of the group")
-        return torch.arange(n)
+        return None
 
     # the noise of embedding sites: probmix pools to the mean, this messenger adds the noise
     def _pyro_sample(self, msg):
