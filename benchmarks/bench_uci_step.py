@@ -20,6 +20,7 @@ import torch
 from pyro_probmix.experiments.blocks import make_graph
 from pyro_probmix.experiments.methods import METHOD_NAMES, resolve_method
 from pyro_probmix.experiments.models import make_net
+from pyro_probmix.experiments.streams import RunStreams
 from pyro_probmix.experiments.suites import get_suite
 from pyro_probmix.experiments.train import TrainConfig, _val_nll, keep_freed_memory, objective
 
@@ -43,18 +44,19 @@ def main():
     for name in args.methods:
         method = resolve_method(name, alpha=0.1, beta=0.01)
         net = make_net(method, "mlp", [0], x.shape[2:], 2, suite.hidden, compile_pool=args.compile)
-        graph = make_graph(method, x) if method.uses_handler else None
+        streams = RunStreams([0], x.shape[1])
+        graph = make_graph(method, x, streams) if method.uses_handler else None
         optim = torch.optim.Adam(net.parameters(), lr=suite.lr)
 
         def step():
-            loss = objective(method, "regression", net, x, y, graph)[0]
+            loss = objective(method, "regression", net, x, y, graph, streams=streams)[0]
             optim.zero_grad()
             loss.backward()
             optim.step()
 
         def check():
             with torch.no_grad():
-                _val_nll(net, method, "regression", x_val, y_val, 0, val_samples)
+                _val_nll(net, method, "regression", x_val, y_val, [0], val_samples)
 
         for _ in range(5):  # warm-up (and compilation)
             step()

@@ -103,9 +103,10 @@ class LambdaSampler:
         return self.dist.sample((n,)).to(device=device, dtype=dtype)
 
 
-def sample_symmetric_beta(alpha, n, device=None, dtype=None):
+def sample_symmetric_beta(alpha, n, device=None, dtype=None, generator=None):
     """
-    ``n`` draws of lambda ~ Beta(alpha, alpha).
+    ``n`` draws of lambda ~ Beta(alpha, alpha), from torch's default generator or ``generator``
+    (a :class:`torch.Generator` of ``device``).
 
     For alpha <= 1, Joehnk's method: with X = U^(1/alpha), Y = V^(1/alpha) for uniform U, V,
     X / (X + Y) given X + Y <= 1 is Beta(alpha, alpha); it accepts a pair with probability
@@ -122,14 +123,14 @@ def sample_symmetric_beta(alpha, n, device=None, dtype=None):
         concentration = torch.full((2, n), float(alpha), device=device, dtype=dtype)
         # torch.distributions.Gamma samples with this same kernel; calling it directly skips
         # the per-call construction and validation that dominate for small n
-        gamma = torch._standard_gamma(concentration)
+        gamma = torch._standard_gamma(concentration, generator=generator)
         return gamma[0] / (gamma[0] + gamma[1])
     acceptance = math.exp(2 * math.lgamma(alpha + 1) - math.lgamma(2 * alpha + 1))
     draws, missing = [], n
     while missing > 0:
         size = int(missing / acceptance * 1.1) + 16
         # 1 - U lies in (0, 1], so its log is finite
-        log_xy = torch.rand(2, size, device=device, dtype=dtype).neg_().add_(1).log_().div_(alpha)
+        log_xy = torch.rand(2, size, device=device, dtype=dtype, generator=generator).neg_().add_(1).log_().div_(alpha)
         accepted = torch.logaddexp(log_xy[0], log_xy[1]) <= 0
         lam = torch.sigmoid(log_xy[0] - log_xy[1])[accepted][:missing]
         draws.append(lam)

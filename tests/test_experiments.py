@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from pyro_probmix.experiments.blocks import BlockFullGraph, BlockKNNGraph, make_graph
+from pyro_probmix.experiments.streams import RunStreams
 from pyro_probmix.experiments.methods import (
     METHOD_NAMES,
     UnknownMethodError,
@@ -23,7 +24,7 @@ from pyro_probmix.experiments.methods import (
 )
 from pyro_probmix.experiments.models import MIN_SCALE, Net, make_net, sample_outputs
 from pyro_probmix.experiments.train import TrainConfig, objective, predict, train_group
-from pyro_probmix.graphs import FullGraph, KNNGraph
+from pyro_probmix.graphs import KNNGraph
 
 R, N, D = 2, 10, 3
 
@@ -299,8 +300,8 @@ def test_mixture_predictive_decodes_each_draw_of_each_run_separately():
     method = resolve_method("M-ProbMix-star", mc_samples=3)
     net = make_net(method, "mlp", [0, 1], (D,), 2, (8, 5))
     x, _ = _data("regression")
-    out = sample_outputs(net, x, 3, torch.Generator().manual_seed(7))
-    eps = torch.randn((3,) + (R, N, net.width), generator=torch.Generator().manual_seed(7))
+    out = sample_outputs(net, x, 3, [torch.Generator().manual_seed(7 + r) for r in range(R)])
+    eps = torch.stack([torch.randn((3, N, net.width), generator=torch.Generator().manual_seed(7 + r)) for r in range(R)], 1)
     f = net.encode(x)
     z = net.embed(f) + net.embed_scale(x, f) * eps
     for r in range(R):
@@ -308,7 +309,7 @@ def test_mixture_predictive_decodes_each_draw_of_each_run_separately():
         alone.load_state_dict({k: v[r : r + 1] for k, v in net.state_dict().items()})
         for s in range(3):
             assert torch.allclose(out[s, r], alone.decode(z[s, r][None])[0], atol=1e-6)
-    kind, locs, scales = predict(net, method, "regression", x, seed=7)
+    kind, locs, scales = predict(net, method, "regression", x, seeds=[7 + r for r in range(R)])
     assert torch.allclose(locs, out[..., 0]) and torch.allclose(scales, F.softplus(out[..., 1]) + MIN_SCALE)
 
 
@@ -333,16 +334,17 @@ def test_runs_of_a_group_do_not_interact():
 
 
 def test_block_graphs_pair_within_blocks():
-    g = BlockFullGraph(3, 5)
+    g = BlockFullGraph(RunStreams([0, 1, 2], rows=5))
     anchors = torch.arange(15).repeat(20)
     partners = g.sample(anchors, 15)
     assert torch.equal(partners // 5, anchors // 5) and not (partners == anchors).any()
     feats = torch.randn(3, 6, 2)
-    knn = BlockKNNGraph(feats, k=2)
+    knn = BlockKNNGraph(feats, RunStreams([0, 1, 2], rows=6), k=2)
     for r in range(3):
         assert torch.equal(knn.neighbors[r * 6 : (r + 1) * 6] - r * 6, KNNGraph(feats[r], k=2).neighbors)
-    assert isinstance(make_graph(resolve_method("Mix"), torch.randn(1, 6, 2)), FullGraph)
-    assert isinstance(make_graph(resolve_method("LocKMix"), torch.randn(1, 6, 2)), KNNGraph)
+    one = RunStreams([0], rows=6)
+    assert isinstance(make_graph(resolve_method("Mix"), torch.randn(1, 6, 2), one), BlockFullGraph)
+    assert isinstance(make_graph(resolve_method("LocKMix"), torch.randn(1, 6, 2), one), BlockKNNGraph)
 
 
 @pytest.mark.parametrize("arch", ["lstm", "transformer"])

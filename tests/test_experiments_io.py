@@ -3,14 +3,11 @@
 The experiment layer's input and output: data loaders, records and resuming, reports, the
 command line (errors included) and ``download`` against a loopback HTTP server.
 """
-import functools
-import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -27,7 +24,6 @@ from pyro_probmix.experiments.data import (
     default_uci_root,
     stock_split,
 )
-from pyro_probmix.experiments.download import STOCK_COMMIT, STOCK_REPO, UCI_COMMIT, UCI_REPO, download
 from pyro_probmix.experiments.records import RecordStore, RunSpec
 from pyro_probmix.experiments.report import write_report
 
@@ -91,13 +87,23 @@ def test_uci_loader_on_the_shared_yacht_data():
 
 def test_default_roots_resolve_relative_to_the_package(monkeypatch, tmp_path):
     monkeypatch.delenv("PROBMIX_DATA", raising=False)
-    monkeypatch.delenv("PROBMIX_STOCKS", raising=False)
     monkeypatch.chdir(tmp_path)  # not the cwd
     if SHARED_UCI.is_dir():
         assert default_uci_root().resolve() == SHARED_UCI.resolve()
         assert default_stocks_root().resolve() == SHARED_STOCKS.resolve()
-    monkeypatch.setenv("PROBMIX_DATA", str(tmp_path / "x"))
-    assert default_uci_root() == tmp_path / "x"
+    monkeypatch.setenv("PROBMIX_DATA", str(tmp_path / "x"))  # the folder holding uci/ and stocks/
+    assert (default_uci_root(), default_stocks_root()) == (tmp_path / "x" / "uci", tmp_path / "x" / "stocks")
+
+
+def test_without_a_shared_folder_data_go_to_the_user_cache(monkeypatch, tmp_path):
+    import pyro_probmix.experiments.data as data_module
+
+    monkeypatch.delenv("PROBMIX_DATA", raising=False)
+    monkeypatch.setattr(data_module, "_REPO_ROOT", tmp_path / "site-packages")  # as from a wheel
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert data_module.default_data_root() == tmp_path / "cache" / "pyro-probmix"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert data_module.default_data_root() == Path.home() / ".cache" / "pyro-probmix"
 
 
 @pytest.mark.skipif(not (SHARED_STOCKS / "GOOG.csv").is_file(), reason="../shared/data not present")
@@ -273,51 +279,6 @@ def test_cli_trains_a_synthetic_uci_folder(tmp_path):
     assert set(rec["versions"]) >= {"torch", "pyro", "numpy", "pyro_probmix"} and rec["wall_time_s"] > 0
     assert {"nll", "rmse", "crps", "coverage", "pit_hist"} <= set(rec["metrics"]["test"])
     assert "LocKM-ProbMix-star" in (out / "report" / "report.md").read_text()
-
-
-# ----------------------------------------------------------------------------- download
-@pytest.fixture
-def server(tmp_path):
-    srv_root = tmp_path / "srv"
-    uci = srv_root / UCI_REPO / UCI_COMMIT / "UCI_Datasets"
-    _uci_folder(tmp_path / "src")
-    (uci / "tiny").mkdir(parents=True)
-    (tmp_path / "src" / "tiny").rename(uci / "tiny" / "data")
-    stocks = srv_root / STOCK_REPO / STOCK_COMMIT / "data"
-    stocks.mkdir(parents=True)
-    (stocks / "ABC.csv").write_text("Date,Open,High,Low,Close,Adj Close,Volume\n2019-01-02,1,2,0.5,1.5,1.5,10\n")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(srv_root))
-    handler.log_message = lambda *a, **k: None
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", uci / "tiny" / "data"
-    httpd.shutdown()
-    httpd.server_close()
-
-
-def test_download_from_a_loopback_server(tmp_path, server):
-    base, source = server
-    dest = tmp_path / "dest"
-    files = download(dest, ["tiny"], ["abc"], base_url=base)
-    assert len(files) == 3 + 1 + 2 * 2 + 1
-    for f in source.iterdir():
-        assert (dest / "uci" / "tiny" / f.name).read_bytes() == f.read_bytes()
-    assert UCIDataset(dest / "uci", "tiny").split(1).x_train.shape == (20, 3)
-    assert (dest / "stocks" / "ABC.csv").is_file()
-    assert download(dest, ["tiny"], ["abc"], base_url=base) == []  # kept, not fetched again
-    rc = main(["download", "--dest", str(tmp_path / "d2"), "--datasets", "missing", "--tickers",
-               "--base-url", base, "--quiet"])
-    assert rc == 2
-
-
-def test_download_checks_checksums_of_known_files(tmp_path, server):
-    base, source = server
-    (source.parent.parent / "yacht" / "data").mkdir(parents=True)
-    for f in source.iterdir():
-        (source.parent.parent / "yacht" / "data" / f.name).write_bytes(f.read_bytes())
-    with pytest.raises(ExperimentError, match="checksum mismatch for uci/yacht/data.txt"):
-        download(tmp_path / "d", ["yacht"], [], base_url=base, verify=True)
 
 
 def test_worker_processes_write_the_same_records(tmp_path):

@@ -14,11 +14,15 @@ Examples::
     python -m pyro_probmix.experiments report --out results
 """
 import argparse
+import math
+import os
 import sys
+import tempfile
+from pathlib import Path
 
-from .data import ExperimentError
+from .data import ExperimentError, default_data_root
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "results_table"]
 
 TRAINING = ("toy-regression", "toy-classification", "uci", "stocks")
 
@@ -32,8 +36,10 @@ def _splits(values):
                 continue
             try:
                 if "-" in part[1:]:
-                    a, b = part.split("-", 1)
-                    out.extend(range(int(a), int(b) + 1))
+                    a, b = (int(v) for v in part.split("-", 1))
+                    if b < a:
+                        raise ExperimentError(f"--splits: {part!r} is an empty range (write {b}-{a})")
+                    out.extend(range(a, b + 1))
                 else:
                     out.append(int(part))
             except ValueError:
@@ -53,6 +59,29 @@ def _positive_int(text):
     return value
 
 
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+def _writable_folder(path, option="--out"):
+    """Raise :class:`ExperimentError` unless ``path`` is (or can be made) a folder we can write."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ExperimentError(f"{option} {path}: is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
+            pass
+    except OSError as e:
+        raise ExperimentError(f"{option} {path}: cannot write there ({e.strerror or e})") from None
+
+
 def _add_training(p, experiment):
     p.add_argument("--methods", nargs="+", metavar="M", help="methods (case-insensitive; default: the paper's)")
     p.add_argument("--datasets", nargs="+", metavar="D",
@@ -61,11 +90,15 @@ def _add_training(p, experiment):
     p.add_argument("--splits", nargs="+", metavar="S",
                    help="units to run: split indices (uci), data seeds (toy) or training seeds (stocks); "
                         "ranges like 0-4 allowed")
-    p.add_argument("--runs", type=_positive_int, help="shorthand for --splits 0-(RUNS-1)")
+    p.add_argument("--runs", type=_positive_int,
+                   help="shorthand for --splits 0-(RUNS-1). Besides these final runs, every method but ERM is "
+                        "trained on each (alpha, beta) of the grid (default 5 x 2) on the first --select-splits "
+                        "units to select its hyper-parameters: --runs 3 with 4 methods trains 3 x 10 x 3 + 3 = "
+                        "93 models. The count is printed before training; --alphas/--betas shrink the grid")
     if experiment == "stocks":
         p.add_argument("--archs", nargs="+", choices=["lstm", "transformer"], help="default: both")
     p.add_argument("--epochs", type=_positive_int, help="default: the paper's (toy 500, uci 1000, stocks 1500)")
-    p.add_argument("--lr", type=float, help="Adam learning rate (default: the paper's)")
+    p.add_argument("--lr", type=_positive_float, help="Adam learning rate, > 0 (default: the paper's)")
     p.add_argument("--batch-size", type=_positive_int, help="minibatch size (default: full batch)")
     p.add_argument("--eval-every", type=_positive_int, default=1, help="epochs between validation checks")
     p.add_argument("--alphas", nargs="+", type=float, default=None, help="alpha grid (default 0.01 0.05 0.1 0.5 1)")
@@ -82,9 +115,15 @@ def _add_training(p, experiment):
                         "CPU, Triton on CUDA; ~4x faster pooling, compiles once in ~10 s)")
     p.add_argument("--group-size", type=_positive_int, help="most runs trained together in one step")
     p.add_argument("--out", default="results", help="records, selection and report folder (default: results)")
+    p.add_argument("--reuse-stale", action="store_true",
+                   help="reuse records trained by other code or on other data files (default: retrain them)")
+    p.add_argument("--checkpoint-every", type=float, default=10.0, metavar="SECONDS",
+                   help="save a training group's state this often, so a killed sweep resumes it (default 10)")
     if experiment in ("uci", "stocks"):
-        p.add_argument("--data-root", help="data folder (default: $PROBMIX_DATA / $PROBMIX_STOCKS, else "
-                                           "../shared/data/{uci,stocks} next to the checkout)")
+        sub = experiment
+        p.add_argument("--data-root", help=f"the {sub}/ data folder (default: $PROBMIX_DATA/{sub}, else "
+                                           f"../shared/data/{sub} next to the checkout, else "
+                                           f"~/.cache/pyro-probmix/{sub}; see docs/experiments.md)")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -113,22 +152,24 @@ def build_parser():
     for name in TRAINING:
         _add_training(sub.add_parser(name, help=helps[name]), name)
     rep = sub.add_parser("report", help="tables and figures from the records under --out")
-    rep.add_argument("--out", default="results")
-    rep.add_argument("--experiments", nargs="+", choices=list(TRAINING))
-    rep.add_argument("--no-figures", action="store_true")
+    rep.add_argument("--out", default="results", help="the folder a sweep wrote its records to (default: results)")
+    rep.add_argument("--experiments", nargs="+", choices=list(TRAINING), help="report only these (default: all found)")
+    rep.add_argument("--no-figures", action="store_true", help="tables only (no matplotlib needed)")
     rep.add_argument("--from-csv", nargs="+", metavar="FILE",
                      help="rebuild the tables and figures from per-run CSV files (<experiment>_runs.csv) alone")
-    rep.add_argument("--quiet", action="store_true")
+    rep.add_argument("--quiet", action="store_true", help="do not print the report's path")
     dl = sub.add_parser("download", help="fetch the UCI splits and the stock CSVs")
-    dl.add_argument("--dest", help="destination folder (default: data/ in the checkout); writes uci/ and stocks/")
+    dl.add_argument("--dest", help="data folder; writes uci/ and stocks/ there (default: the data folder of "
+                                   "docs/experiments.md: $PROBMIX_DATA, ../shared/data or ~/.cache/pyro-probmix)")
     dl.add_argument("--datasets", nargs="*", help="UCI datasets (default: all nine)")
     dl.add_argument("--tickers", nargs="*", help="stock tickers (default: GME GOOG NVDA RCL)")
     dl.add_argument("--base-url", default=None, help="mirror of https://raw.githubusercontent.com (same layout)")
-    dl.add_argument("--verify", dest="verify", action="store_true", default=None, help="check sha256 sums")
-    dl.add_argument("--no-verify", dest="verify", action="store_false")
+    dl.add_argument("--no-verify", dest="verify", action="store_false", default=True,
+                    help="skip the sha256 check of each file against the list shipped with the package "
+                         "(for a mirror holding other files)")
     dl.add_argument("--force", action="store_true", help="fetch files that exist already")
-    dl.add_argument("--timeout", type=float, default=60.0)
-    dl.add_argument("--quiet", action="store_true")
+    dl.add_argument("--timeout", type=_positive_float, default=60.0, help="seconds per request (default 60)")
+    dl.add_argument("--quiet", action="store_true", help="do not list the files written")
     return parser
 
 
@@ -138,6 +179,10 @@ def _train(args):
     from .sweep import SweepOptions, run_sweep
 
     splits = _splits(args.splits) if args.splits else None
+    if splits == []:
+        raise ExperimentError("--splits selects no unit")
+    if not (math.isfinite(args.checkpoint_every) and args.checkpoint_every >= 0):
+        raise ExperimentError(f"--checkpoint-every must be a number of seconds >= 0, got {args.checkpoint_every}")
     if args.runs is not None:
         if splits is not None:
             raise ExperimentError("give --splits or --runs, not both")
@@ -164,20 +209,44 @@ def _train(args):
         quiet=args.quiet,
         threads=args.threads,
         compile=args.compile,
+        reuse_stale=args.reuse_stale,
+        checkpoint_every=args.checkpoint_every,
     )
+    _writable_folder(args.out)  # after every other check: bad input creates no folder
     chosen = run_sweep(opts)
     if not args.quiet:
-        for (dataset, arch), methods in chosen.items():
-            picked = ", ".join(
-                f"{m}({', '.join(f'{k}={v}' for k, v in hp.items() if k in ('alpha', 'beta'))})" if hp else m
-                for m, hp in methods.items()
-            )
-            print(f"{args.experiment} {dataset}{'/' + arch if arch != 'mlp' else ''}: {picked}", file=sys.stderr)
+        print(results_table(opts, chosen))
     if not args.no_report:
         path = write_report(args.out, [args.experiment])
         if not args.quiet:
             print(f"report: {path}")
     return 0
+
+
+def results_table(opts, chosen):
+    """The final runs' test scores, one line per dataset and method: mean ± std over units, as
+    the report's tables (printed at the end of a sweep)."""
+    from .methods import resolve_method
+    from .records import RecordStore
+    from .sweep import _spec
+
+    store = RecordStore(opts.out)
+    metrics = ("nll", "rmse") if opts.suite.task == "regression" else ("nll", "accuracy")
+    lines = [f"{opts.experiment}: test scores of the final runs ({opts.epochs} epochs, lr {opts.lr}; mean ± std over units)",
+             f"{'dataset':<24}{'method':<36}{'n':>3}  " + "  ".join(f"{m:>18}" for m in metrics)]
+    for (dataset, arch), methods in chosen.items():
+        for name, hparams in methods.items():
+            method = resolve_method(name, **hparams)
+            tests = [store.read(_spec(opts, dataset, arch, method, u))["metrics"]["test"] for u in opts.units[dataset]]
+            cells = []
+            for m in metrics:
+                values = [t[m] for t in tests if t.get(m) is not None]
+                mean = sum(values) / len(values) if values else math.nan
+                sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+                cells.append(f"{mean:>9.3f} ± {sd:<6.3f}")
+            label = dataset + ("/" + arch if arch != "mlp" else "")
+            lines.append(f"{label:<24}{method.describe():<36}{len(tests):>3}  " + "  ".join(cells))
+    return "\n".join(lines)
 
 
 def main(argv=None):
@@ -188,9 +257,9 @@ def main(argv=None):
     >>> main(["uci", "--methods", "nosuch", "--quiet"])  # error: unknown method 'nosuch'; ...
     2
     >>> import tempfile
-    >>> with tempfile.TemporaryDirectory() as out:
+    >>> with tempfile.TemporaryDirectory() as out:  # error: --out ...: no records there ...
     ...     main(["report", "--out", out, "--no-figures", "--quiet"])
-    0
+    2
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -200,6 +269,9 @@ def main(argv=None):
         if args.experiment == "report":
             from .report import write_report
 
+            if not args.from_csv and not (Path(args.out) / "records").is_dir():
+                raise ExperimentError(f"--out {args.out}: no records there (a sweep writes them to <out>/records/)")
+            _writable_folder(args.out)
             path = write_report(args.out, args.experiments, figures=not args.no_figures, from_csv=args.from_csv)
             if not args.quiet:
                 print(f"report: {path}")
@@ -212,6 +284,9 @@ def main(argv=None):
     except ExperimentError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # disk full, a folder removed under the sweep, ...
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: finished runs are recorded; rerun the same command to resume", file=sys.stderr)
         return 130

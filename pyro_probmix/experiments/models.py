@@ -359,22 +359,24 @@ def forward(net, method, x, *, sites=True):
     return net.decode(z)
 
 
-def sample_outputs(net, x, samples, generator=None):
+def sample_outputs(net, x, samples, generators):
     """Network outputs ``(S, R, N, out_dim)`` for ``S = samples`` draws of the Gaussian embedding
     ``z ~ Normal(h(x), sigma(x))`` of M-ProbMix (prediction, no Pyro sites). The encoder, mixing
-    layer and scale run once; the draws go through the decoder together. The noise comes from the
-    CPU ``generator`` whatever the device, so draws are the same on CPU and GPU.
+    layer and scale run once; the draws go through the decoder together. Run ``r``'s noise comes
+    from the CPU generator ``generators[r]`` whatever the device, so draws are the same on CPU and
+    GPU and do not depend on the other runs of the group.
 
     >>> from pyro_probmix.experiments.methods import resolve_method
     >>> net = make_net(resolve_method("M-ProbMix-star"), "mlp", [0, 1], (3,), 2, hidden=(8, 4))
     >>> x = torch.ones(2, 5, 3)
-    >>> out = sample_outputs(net, x, 4, torch.Generator().manual_seed(0))
+    >>> out = sample_outputs(net, x, 4, [torch.Generator().manual_seed(s) for s in (0, 1)])
     >>> out.shape, bool(out[0].ne(out[1]).any())  # draws differ
     (torch.Size([4, 2, 5, 2]), True)
     """
     f = net.encode(x)
     h = net.embed(f)
-    noise = torch.randn((samples,) + h.shape, generator=generator, device="cpu").to(h.device, h.dtype)
+    noise = torch.stack([torch.randn((samples,) + h.shape[1:], generator=g) for g in generators], 1)
+    noise = noise.to(h.device, h.dtype)
     z = h + net.embed_scale(x, f) * noise  # (S, R, N, width)
     S, R, N = z.shape[:3]
     out = net.decode(z.transpose(0, 1).reshape(R, S * N, -1))  # the decoder wants runs first

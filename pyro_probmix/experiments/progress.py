@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""A progress bar over runs: tqdm when it is installed, else a plain one on stderr."""
+"""A progress bar over runs: tqdm on a terminal when it is installed, else a plain one; into a
+pipe or a file, one plain line every 30 s (no carriage returns)."""
 import sys
 import time
 
@@ -14,8 +15,8 @@ class Progress:
     >>> with Progress(4, "runs", stream=stream) as bar:
     ...     bar.update(1.5)
     ...     bar.update(10)  # clipped to the total
-    >>> bar.done, "4.0/4" in stream.getvalue()
-    (4.0, True)
+    >>> bar.done, "4.0/4" in stream.getvalue(), chr(13) in stream.getvalue()  # not a terminal: no CR
+    (4.0, True, False)
     """
 
     def __init__(self, total, desc="runs", quiet=False, stream=None):
@@ -24,8 +25,12 @@ class Progress:
         self.done = 0.0
         self.start = time.perf_counter()
         self._last_print = 0.0
+        self._printed = None  # the count of the last line printed
         self._bar = None
         if quiet or total == 0:
+            return
+        if not getattr(self.stream, "isatty", lambda: False)():
+            self._draw(force=True)
             return
         try:
             from tqdm import tqdm
@@ -51,12 +56,14 @@ class Progress:
         tty = getattr(self.stream, "isatty", lambda: False)()
         if not force and now - self._last_print < (0.5 if tty else 30.0) and self.done < self.total:
             return
-        self._last_print = now
+        if self._printed == self.done and not tty:
+            return  # this line is out already
+        self._last_print, self._printed = now, self.done
         frac = self.done / self.total if self.total else 1.0
         elapsed = now - self.start
-        eta = elapsed / frac - elapsed if frac > 0 else float("nan")
+        eta = f"{elapsed / frac - elapsed:.0f}s" if frac > 0 else "?"
         bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
-        line = f"{self.desc}: [{bar}] {self.done:.1f}/{self.total} runs, {elapsed:.0f}s elapsed, ETA {eta:.0f}s"
+        line = f"{self.desc}: [{bar}] {self.done:.1f}/{self.total} runs, {elapsed:.0f}s elapsed, ETA {eta}"
         self.stream.write(("\r" + line) if tty else (line + "\n"))
         self.stream.flush()
 

@@ -9,19 +9,40 @@ hyper-parameters and training settings. Its record lives at
 written *before* the JSON, so an existing JSON always means a complete run. Files are written to a
 temporary name in the same folder and moved into place with :func:`os.replace` (atomic on POSIX
 and Windows): a killed process leaves at worst a stray ``.tmp`` file, never a truncated record.
+
+Each record carries the :func:`~pyro_probmix.experiments.fingerprint.fingerprint` of the code that trained it and of the data files it
+read; :meth:`RecordStore.status` tells a sweep whether a record is ``ok``, ``missing``,
+``unreadable`` (not JSON, truncated, ``{}``, not this run's, its arrays unreadable) or ``stale``
+(another fingerprint), naming the difference. A group's training state is saved in a
+:class:`Checkpoint` while it trains.
 """
 import hashlib
 import io
 import json
 import os
 import platform
+import sys
 import tempfile
+import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["RunSpec", "RecordStore", "library_versions", "atomic_write_bytes"]
+from .data import ExperimentError
+from .fingerprint import fingerprint_difference
+
+__all__ = ["RunSpec", "RecordStore", "library_versions", "atomic_write_bytes", "Checkpoint", "RecordError",
+           "VOLATILE_FIELDS"]
+
+#: record fields that vary between two trainings of the same run (timing, grouping, versions):
+#: everything else of a record is a function of the run's key, code and data
+VOLATILE_FIELDS = ("finished", "wall_time_s", "group")
+
+
+class RecordError(ExperimentError):
+    """Records under ``--out`` that cannot be used (unreadable, truncated, ``{}``)."""
 
 
 def _canonical(value):
@@ -75,6 +96,11 @@ class RunSpec:
     def digest(self):
         """16 hex digits of the SHA-1 of the whole key."""
         return hashlib.sha1(_canonical(self.key()).encode()).hexdigest()[:16]
+
+    def noise_seed(self):
+        """The seed of the run's random streams (training noise, validation and test draws): a
+        function of its whole key only."""
+        return int(self.digest(), 16) >> 1
 
     def group_key(self):
         """Runs with equal group keys differ only by split and seed: they can share a step."""
@@ -166,8 +192,61 @@ class RecordStore:
         return self.out / spec.relpath()
 
     def exists(self, spec):
-        """Whether the run ``spec`` is recorded."""
+        """Whether the run ``spec`` has a record file (readable or not: see :meth:`status`)."""
         return self.path(spec).is_file()
+
+    def status(self, spec, expected=None):
+        """``(state, detail)`` of the record of ``spec``: ``("ok", "")``, ``("missing", "")``,
+        ``("unreadable", why)`` or, when its fingerprint differs from ``expected``,
+        ``("stale", what differs)``.
+
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> store, spec = RecordStore(tmp.name), RunSpec.make("uci", "yacht", "ERM", split=0)
+        >>> store.status(spec)
+        ('missing', '')
+        >>> _ = store.path(spec).parent.mkdir(parents=True)
+        >>> _ = store.path(spec).write_text("{}")
+        >>> store.status(spec)
+        ('unreadable', 'not a record of this run (no key/metrics)')
+        >>> _ = store.write(spec, {"metrics": {}, "fingerprint": {"code": "a", "data": {}}})
+        >>> store.status(spec, {"code": "b", "data": {}})
+        ('stale', 'code a -> b')
+        >>> tmp.cleanup()
+        """
+        path = self.path(spec)
+        if not path.is_file():
+            return "missing", ""
+        try:
+            record = self._load(path)
+        except RecordError as e:
+            return "unreadable", str(e)
+        if record.get("digest") != spec.digest():
+            return "unreadable", f"its digest {record.get('digest')} is not this run's {spec.digest()}"
+        if expected is not None:
+            diff = fingerprint_difference(record.get("fingerprint"), expected)
+            if diff:
+                return "stale", diff
+        return "ok", ""
+
+    @staticmethod
+    def _load(path):
+        """A record file's dict; raises :class:`RecordError` (why) for a truncated or garbage one."""
+        try:
+            record = json.loads(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise RecordError(f"not readable JSON ({type(e).__name__}: {e})") from None
+        if not (isinstance(record, dict) and isinstance(record.get("key"), dict) and "metrics" in record):
+            raise RecordError("not a record of this run (no key/metrics)")
+        if "arrays" in record:
+            arrays = Path(path).with_name(str(record["arrays"]))
+            try:
+                with zipfile.ZipFile(arrays) as z:
+                    bad = z.testzip()
+            except (OSError, zipfile.BadZipFile) as e:
+                raise RecordError(f"its arrays {arrays.name} are unreadable ({e})") from None
+            if bad is not None:
+                raise RecordError(f"its arrays {arrays.name} are corrupt ({bad})")
+        return record
 
     def write(self, spec, record, arrays=None):
         """Write ``record`` (a JSON-able dict; the key is added) and optional ``arrays``."""
@@ -199,20 +278,34 @@ class RecordStore:
         with np.load(path.with_name(rec["arrays"])) as z:
             return {k: z[k] for k in z.files}
 
-    def all(self, experiment=None):
-        """Every record (dicts), optionally of one experiment; unreadable files are skipped."""
+    def scan(self, experiment=None):
+        """``(records, problems)``: every readable record (dicts), optionally of one experiment,
+        and ``(path, why)`` for every record file that is not one."""
         base = self.out / "records"
         if experiment is not None:
             base = base / experiment
-        out = []
+        records, problems = [], []
         if not base.is_dir():
-            return out
+            return records, problems
         for path in sorted(base.rglob("*.json")):
             try:
-                out.append(json.loads(path.read_text()))
-            except (OSError, ValueError):
-                continue
-        return out
+                records.append(self._load(path))
+            except RecordError as e:
+                problems.append((path, str(e)))
+        return records, problems
+
+    def all(self, experiment=None):
+        """Every record (dicts), optionally of one experiment; raises :class:`RecordError`
+        naming each record file that cannot be read (rerun the sweep: it retrains them)."""
+        records, problems = self.scan(experiment)
+        if problems:
+            listed = "; ".join(f"{p.relative_to(self.out)}: {why}" for p, why in problems[:5])
+            more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+            raise RecordError(
+                f"{len(problems)} unreadable record(s) under {self.out}: {listed}{more}; rerun the sweep "
+                f"to retrain them, or delete them"
+            )
+        return records
 
 
 def _spec_args(key):
@@ -233,3 +326,55 @@ def _json_default(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     return str(value)
+
+
+class Checkpoint:
+    """The training state of one group at ``path``, saved atomically (:func:`torch.save`) at most
+    every ``every_s`` seconds, so a killed sweep resumes a long group where it was.
+
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> ckpt = Checkpoint(Path(tmp.name, "g.pt"), every_s=0)
+    >>> ckpt.load() is None, ckpt.due()
+    (True, True)
+    >>> ckpt.save({"epoch": 3})
+    >>> ckpt.load()
+    {'epoch': 3}
+    >>> ckpt.remove(); ckpt.path.exists()
+    False
+    >>> tmp.cleanup()
+    """
+
+    def __init__(self, path, every_s=10.0):
+        self.path, self.every_s = Path(path), float(every_s)
+        self._last = time.monotonic()
+
+    def due(self):
+        """Whether ``every_s`` seconds have passed since the last save (or the start)."""
+        return time.monotonic() - self._last >= self.every_s
+
+    def load(self):
+        """The saved state, or ``None`` when there is none (or it cannot be read: training
+        starts over)."""
+        import torch
+
+        if not self.path.is_file():
+            return None
+        try:
+            return torch.load(self.path, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable state means: start over, and say so
+            print(f"checkpoint {self.path} unreadable ({type(e).__name__}); its group trains from the start",
+                  file=sys.stderr)
+            return None
+
+    def save(self, state):
+        """Write ``state`` atomically."""
+        import torch
+
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.path, buf.getvalue())
+        self._last = time.monotonic()
+
+    def remove(self):
+        """Delete the saved state (its group is recorded)."""
+        self.path.unlink(missing_ok=True)

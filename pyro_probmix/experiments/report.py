@@ -225,6 +225,11 @@ def _write(rep, runs, store, figures):
           "NLL, RMSE and CRPS on the original target scale. Paired tables: each method against ERM and "
           "against its no-mixing control (ERM; M-ERM for M-ProbMix and LocKM-ProbMix; M-ERM-star for the star "
           "variants) on the units both ran.", ""]
+    settings = sorted({(r["key"]["train"].get("epochs"), r["key"]["train"].get("lr")) for r in runs
+                       if r["key"].get("train")}, key=str)
+    if settings:  # so that a smoke run does not read like the paper's protocol
+        md += ["Training settings of these runs: " + "; ".join(f"{e} epochs, Adam lr {lr}" for e, lr in settings)
+               + " (the paper's: toy 500 epochs, UCI 1000, stocks 1500).", ""]
     summary_rows = []
     experiments_seen = OrderedDict()
     for (experiment, arch, dataset), methods in finals.items():

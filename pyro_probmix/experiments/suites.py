@@ -6,6 +6,7 @@ and runs ("units"). Unit ``i`` of a dataset is split ``i`` (UCI), the toy data d
 """
 import functools
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +107,7 @@ class Suite:
             available = available_uci_datasets(root)
             if not available:
                 raise ExperimentError(
-                    f"no UCI dataset under {root}: pass --data-root DIR, set $PROBMIX_DATA, or run "
+                    f"no UCI dataset under {root}: pass --data-root DIR, set $PROBMIX_DATA (the folder holding uci/), or run "
                     f"`python -m pyro_probmix.experiments download`"
                 )
             if not requested:
@@ -138,7 +139,7 @@ class Suite:
                 hint = f" (tickers under {root}: {', '.join(found)})" if found else ""
                 raise ExperimentError(
                     f"unknown stock {name!r}: missing file {path}{hint}; pass --data-root DIR, set "
-                    f"$PROBMIX_STOCKS, or run `python -m pyro_probmix.experiments download`"
+                    f"$PROBMIX_DATA (the folder holding stocks/), or run `python -m pyro_probmix.experiments download`"
                 )
             out.append(ticker)
         return list(dict.fromkeys(out))
@@ -173,18 +174,44 @@ class Suite:
             return _uci(str(self.root(data_root)), dataset).split(split)
         return _stock(str(self.root(data_root) / f"{dataset}.csv"))
 
+    def data_files(self, dataset, split, data_root=None):
+        """The files unit ``split`` of ``dataset`` is read from (none for the toy problems, whose
+        data the code draws)."""
+        if self.name == "uci":
+            return _uci(str(self.root(data_root)), dataset).files(split)
+        if self.name == "stocks":
+            return [self.root(data_root) / f"{dataset}.csv"]
+        return []
+
     def seed_of(self, split):
         """The training seed of unit ``split`` (UCI: 0, the split varies the data)."""
         return 0 if self.name == "uci" else split
 
 
-@functools.lru_cache(maxsize=16)
+def _stamp(path):
+    """Size and mtime of a file (``None`` when absent): a cache key that changes with the file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 def _uci(root, name):
+    return _uci_cached(root, name, _stamp(Path(root, name, "data.txt")), _stamp(Path(root, name, "n_splits.txt")))
+
+
+@functools.lru_cache(maxsize=16)
+def _uci_cached(root, name, *stamps):
     return UCIDataset(root, name)
 
 
-@functools.lru_cache(maxsize=8)
 def _stock(path):
+    return _stock_cached(path, _stamp(path))
+
+
+@functools.lru_cache(maxsize=8)
+def _stock_cached(path, stamp):
     return stock_split(path)
 
 

@@ -16,13 +16,21 @@ Protocol (the same for every method and experiment):
    already recorded (e.g. selection runs of the chosen configuration) are not repeated.
 
 Runs that differ only by unit are trained together as one group (:func:`run_group`);
-``--jobs N`` trains ``N`` groups at a time in worker processes.
+``--jobs N`` trains ``N`` groups at a time in worker processes. A run's result depends only on
+its key (per-run random streams, :mod:`~pyro_probmix.experiments.streams`), so neither the
+grouping nor an interruption changes it.
+
+Records are reused only when they are readable and carry the current fingerprint (code and data
+files, :func:`~pyro_probmix.experiments.records.fingerprint`); unreadable and stale records are
+named on stderr and retrained (``reuse_stale=True``, the CLI's ``--reuse-stale``, keeps stale
+ones). A group's training state is checkpointed every ``checkpoint_every`` seconds under
+``<out>/checkpoints/``, so a sweep killed every few seconds still makes progress.
 """
 import concurrent.futures as cf
 import json
 import math
 import multiprocessing
-import time
+import sys
 from collections import OrderedDict
 from itertools import product
 from pathlib import Path
@@ -33,12 +41,14 @@ import torch
 from .data import ExperimentError
 from .methods import canonical_name, resolve_method, selection_grid
 from .progress import Progress
-from .records import RecordStore, RunSpec, atomic_write_bytes, library_versions
-from .scoring import classification_scores, pit_values, regression_scores
-from .suites import ALPHAS, BETAS, get_suite, init_seed
-from .train import TrainConfig, check_compile_support, predict, resolve_device, train_group
+from .group import run_group
+from .fingerprint import fingerprint
+from .records import RecordError, RecordStore, RunSpec, atomic_write_bytes
+from .suites import ALPHAS, BETAS, get_suite
+from .train import TrainConfig, check_compile_support, resolve_device
 
-__all__ = ["SweepOptions", "run_sweep", "run_group", "select_hparams", "load_selection", "ROWS_PER_GROUP"]
+__all__ = ["SweepOptions", "run_sweep", "run_group", "run_groups", "select_hparams", "load_selection",
+           "ROWS_PER_GROUP"]
 
 #: default cap on the training rows of one group (runs x rows per run); larger groups of large
 #: datasets are memory bound and slower per run on CPU (measured on naval, R=17 vs R=3)
@@ -92,6 +102,8 @@ class SweepOptions:
         quiet=False,
         threads=None,
         compile=False,
+        reuse_stale=False,
+        checkpoint_every=10.0,
     ):
         self.suite = get_suite(experiment)
         self.experiment = experiment
@@ -108,9 +120,17 @@ class SweepOptions:
             if arch not in self.suite.archs:
                 raise ExperimentError(f"unknown architecture {arch!r} for {experiment}; valid: {', '.join(self.suite.archs)}")
         self.epochs = int(epochs or self.suite.epochs)
-        self.lr = float(lr or self.suite.lr)
+        self.lr = float(self.suite.lr if lr is None else lr)
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ExperimentError(f"--lr must be a finite number > 0, got {lr}")
         if self.epochs < 1:
             raise ExperimentError(f"--epochs must be >= 1, got {self.epochs}")
+        if batch_size is not None and batch_size < 2 and any(resolve_method(m).uses_handler for m in self.methods):
+            pairing = [m for m in self.methods if resolve_method(m).uses_handler]
+            raise ExperimentError(
+                f"--batch-size {batch_size}: {', '.join(pairing)} draw(s) each row's partner from its minibatch, "
+                f"so a minibatch needs >= 2 rows"
+            )
         self.batch_size = batch_size
         self.eval_every = int(eval_every)
         self.alphas = tuple(float(a) for a in alphas)
@@ -139,13 +159,18 @@ class SweepOptions:
         self.quiet = quiet
         self.threads = threads
         self.compile = bool(compile)
+        self.reuse_stale = bool(reuse_stale)
+        self.checkpoint_every = float(checkpoint_every)
         # check every requested unit now, before any training
         self.units, self.rows = {}, {}
         for dataset in self.datasets:
             units = self.splits if self.splits is not None else self.suite.default_unit_list(dataset, data_root)
             self.suite.check_units(dataset, units, data_root)
             self.units[dataset] = units
-            data = self.suite.load(dataset, units[0] if units else 0, data_root)  # reads and checks the data
+            if not units:
+                raise ExperimentError(f"no unit to run for {dataset}: --splits selects none")
+            for unit in units:  # reads and checks the data of every unit (overlaps, ranges)
+                data = self.suite.load(dataset, unit, data_root)
             self.rows[dataset] = len(data.x_train)
 
     def train_config(self):
@@ -157,6 +182,11 @@ class SweepOptions:
         or weight decays for the methods without mixing (``weight_decays``; default: as many as
         the ``(alpha, beta)`` grid has points)."""
         return selection_grid(method, self.alphas, self.betas, self.weight_decays)
+
+    def fingerprint(self, spec):
+        """The fingerprint a record of ``spec`` must carry to be reused."""
+        files = self.suite.data_files(spec.dataset, spec.split, self.data_root)
+        return fingerprint(files, self.suite.root(self.data_root))
 
     def selection_units(self, dataset):
         """The units whose validation NLL selects the hyper-parameters: the first
@@ -173,139 +203,13 @@ def _spec(opts, dataset, arch, method, split):
     )
 
 
-# ----------------------------------------------------------------------------- one group
-def _stack(datas, name):
-    return np.stack([getattr(d, name) for d in datas])
-
-
-def _regression_pred(pred, r, data):
-    """Run ``r`` of a standardised predictive, on the original scale."""
-    kind = pred[0]
-    if kind == "gaussian":
-        return ("gaussian", pred[1][r] * data.y_std + data.y_mean, pred[2][r] * data.y_std)
-    return ("mixture", pred[1][:, r] * data.y_std + data.y_mean, pred[2][:, r] * data.y_std)
-
-
-def _moments(pred):
-    if pred[0] == "gaussian":
-        return pred[1], pred[2]
-    mean = pred[1].mean(0)
-    var = (pred[2] ** 2 + pred[1] ** 2).mean(0) - mean**2
-    return mean, var.clamp_min(0).sqrt()
-
-
-def _scores(task, pred, r, data, y):
-    if task == "regression":
-        p = _regression_pred(pred, r, data)
-        y = torch.as_tensor(y, dtype=torch.float64) * data.y_std + data.y_mean
-        return regression_scores(p, y), p
-    return classification_scores(pred[1][r].cpu(), torch.as_tensor(y)), pred
-
-
-def run_group(experiment, specs, out, device="cpu", data_root=None, progress=None, hidden=None, compile=False):
-    """Train the runs ``specs`` (equal group keys) together and write one record per run;
-    ``compile`` as in :class:`~pyro_probmix.experiments.train.TrainConfig` (a speed option: not
-    part of a run's key). Returns the paths of the records.
-
-    Units 0 and 1 of the toy regression, trained together for one epoch:
-
-    >>> import tempfile
-    >>> tmp = tempfile.TemporaryDirectory()
-    >>> train = {"epochs": 1, "lr": 0.01, "batch_size": None, "eval_every": 1}
-    >>> specs = [RunSpec.make("toy-regression", "cubic", "ERM", unit, unit, train=train) for unit in (0, 1)]
-    >>> paths = run_group("toy-regression", specs, tmp.name, hidden=(8, 4))
-    >>> [Path(p).name.split("-")[0] for p in paths]
-    ['split0', 'split1']
-    >>> record = RecordStore(tmp.name).read(specs[1])
-    >>> record["group"]["size"], sorted(record["metrics"]["test"])
-    (2, ['coverage', 'crps', 'mean_scale', 'mse', 'nll', 'pit_hist', 'rmse'])
-    >>> tmp.cleanup()
-    """
-    suite = get_suite(experiment)
-    first = specs[0]
-    method = resolve_method(first.method, **dict(first.hparams))
-    train = dict(first.train)
-    config = TrainConfig(train["epochs"], train["lr"], train["batch_size"], train["eval_every"], device, compile=compile)
-    datas = [suite.load(s.dataset, s.split, data_root) for s in specs]
-    shapes = [(d.x_train.shape, d.x_val.shape, d.x_test.shape) for d in datas]
-    if len(set(shapes)) > 1:  # splits of unequal sizes (any UCI-layout folder): one group per shape
-        paths = []
-        for shape in dict.fromkeys(shapes):
-            subset = [s for s, sh in zip(specs, shapes) if sh == shape]
-            paths += run_group(experiment, subset, out, device, data_root, progress, hidden, compile)
-        return paths
-    seeds = [init_seed(experiment, s.dataset, s.arch, s.split, s.seed) for s in specs]
-    rng_seed = init_seed(experiment, *first.group_key(), *[(s.split, s.seed) for s in specs])
-    task = suite.task
-    hidden = hidden or suite.hidden
-    result = train_group(
-        method, task, first.arch,
-        _stack(datas, "x_train"), _stack(datas, "y_train"), _stack(datas, "x_val"), _stack(datas, "y_val"),
-        seeds, config, hidden=hidden, rng_seed=rng_seed, progress=progress,
-    )
-    dev = resolve_device(device)
-    pred_test = predict(result.net, method, task, torch.as_tensor(_stack(datas, "x_test")).to(dev), seed=rng_seed)
-    pred_val = predict(result.net, method, task, torch.as_tensor(_stack(datas, "x_val")).to(dev), seed=rng_seed)
-    pred_test = tuple(t.cpu() if torch.is_tensor(t) else t for t in pred_test)
-    pred_val = tuple(t.cpu() if torch.is_tensor(t) else t for t in pred_val)
-    pred_grid = None
-    if "x_grid" in datas[0].extras:
-        grid = torch.as_tensor(np.stack([d.extras["x_grid"] for d in datas])).to(dev)
-        pred_grid = predict(result.net, method, task, grid, seed=rng_seed)
-        pred_grid = tuple(t.cpu() if torch.is_tensor(t) else t for t in pred_grid)
-    versions = library_versions()
-    store = RecordStore(out)
-    R = len(specs)
-    paths = []
-    for r, (spec, data) in enumerate(zip(specs, datas)):
-        test, p_test = _scores(task, pred_test, r, data, data.y_test)
-        val, _ = _scores(task, pred_val, r, data, data.y_val)
-        if task == "regression":
-            test["mse"] = test["rmse"] ** 2
-        arrays = {}
-        if task == "regression":
-            mean, std = _moments(p_test)
-            y_orig = torch.as_tensor(data.y_test, dtype=torch.float64) * data.y_std + data.y_mean
-            arrays.update(test_mean=mean.float(), test_std=std.float(), y_test=y_orig.float(),
-                          test_pit=pit_values(p_test, y_orig).float())
-        if pred_grid is not None:
-            if task == "regression":
-                g_mean, g_std = _moments(_regression_pred(pred_grid, r, data))
-                arrays.update(grid_mean=g_mean.float(), grid_std=g_std.float())
-            elif spec.split == 0:
-                arrays["grid_probs"] = pred_grid[1][r].float()
-            for k in ("x_grid_raw", "x_train_raw", "y_train_raw", "x_test_raw", "y_test_raw", "grid_xx", "grid_yy"):
-                if k in data.extras and (task == "regression" or spec.split == 0):
-                    arrays[k] = data.extras[k]
-        record = {
-            "config": {
-                "task": task, "arch": spec.arch, "hidden": list(hidden), "method": method.name,
-                "method_spec": {k: getattr(method.spec, k) for k in ("mixing", "embedding", "local", "separate_variance")},
-                "hparams": method.hparams(), "label_fusion": method.label_fusion_for(task) if method.uses_handler else None,
-                "prediction": method.prediction_mode(), "train": dict(spec.train), "device": str(device),
-                "data": data.info, "y_mean": data.y_mean, "y_std": data.y_std,
-            },
-            "split": spec.split,
-            "seed": spec.seed,
-            "init_seed": seeds[r],
-            "metrics": {"test": test, "val": val},
-            "best_epoch": result.best_epoch[r],
-            "wall_time_s": result.seconds / R,
-            "group": {"size": R, "seconds": result.seconds, "steps": result.steps, "final_loss": result.final_train_loss},
-            "versions": versions,
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        paths.append(str(store.write(spec, record, {k: np.asarray(v) for k, v in arrays.items()})))
-    return paths
-
-
 def _worker_init(threads):
     torch.set_num_threads(threads)
 
 
 def _worker(args):
-    experiment, specs, out, device, data_root, compile = args
-    run_group(experiment, specs, out, device, data_root, compile=compile)
+    experiment, specs, out, device, data_root, compile, checkpoint_every = args
+    run_group(experiment, specs, out, device, data_root, compile=compile, checkpoint_every=checkpoint_every)
     return len(specs)
 
 
@@ -338,17 +242,17 @@ def _run_inline(opts, groups, bar):
             done[0] += frac * size
             bar.update(frac * size)
 
-        run_group(opts.experiment, group, opts.out, opts.device, opts.data_root, progress=tick, compile=opts.compile)
+        run_group(opts.experiment, group, opts.out, opts.device, opts.data_root, progress=tick, compile=opts.compile,
+                  checkpoint_every=opts.checkpoint_every)
         bar.update(size - done[0])
 
 
 def _run_pool(opts, groups, bar, workers):
-    """Groups in ``workers`` spawned processes of ``--threads`` (default 1) torch threads each."""
     ctx = multiprocessing.get_context("spawn")
     init = (opts.threads or 1,)
     with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=init) as pool:
-        futures = [pool.submit(_worker, (opts.experiment, g, str(opts.out), opts.device, opts.data_root, opts.compile))
-                   for g in groups]
+        args = (opts.experiment, str(opts.out), opts.device, opts.data_root, opts.compile, opts.checkpoint_every)
+        futures = [pool.submit(_worker, (args[0], g, *args[1:])) for g in groups]
         try:
             for fut in cf.as_completed(futures):
                 bar.update(fut.result())
@@ -358,19 +262,69 @@ def _run_pool(opts, groups, bar, workers):
             raise
 
 
-def execute(opts, specs, desc):
-    """Train the specs that have no record yet; returns the number trained."""
+def run_groups(opts, groups, bar):
+    """The executor: train ``groups`` (lists of :class:`RunSpec` of equal group keys) and write
+    their records, in this process (``opts.jobs == 1``) or ``opts.jobs`` worker processes;
+    ``bar.update(n)`` counts finished runs. Records depend only on the runs' keys, so any executor
+    that calls :func:`run_group` on each group, in any order or place, writes the same records."""
+    if opts.jobs == 1:
+        _run_inline(opts, groups, bar)
+    else:
+        _run_pool(opts, groups, bar, opts.jobs)
+
+
+def _say(opts, text, always=False):
+    if always or not opts.quiet:
+        print(text, file=sys.stderr)
+
+
+def _pending(opts, specs, desc):
+    """The specs to train: no record, an unreadable one, or a stale one (unless
+    ``opts.reuse_stale``); says on stderr what is reused and why each other one is retrained."""
     store = RecordStore(opts.out)
-    pending = list(OrderedDict.fromkeys(s for s in specs if not store.exists(s)))
-    if not pending:
-        return 0
-    groups = _groups(pending, opts.group_size, opts.rows)
-    with Progress(len(pending), desc, opts.quiet) as bar:
-        if opts.jobs == 1:
-            _run_inline(opts, groups, bar)
+    pending, reused, bad = [], 0, {"unreadable": [], "stale": []}
+    for spec in specs:
+        state, why = store.status(spec, opts.fingerprint(spec))
+        if state in bad:
+            bad[state].append((spec, why))
+        if state == "ok" or (state == "stale" and opts.reuse_stale):
+            reused += 1
         else:
-            _run_pool(opts, groups, bar, opts.jobs)
-    return len(pending)
+            pending.append(spec)
+    for state, found in bad.items():
+        if found:
+            listed = "; ".join(f"{store.path(s).relative_to(opts.out)}: {why}" for s, why in found[:3])
+            more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
+            if state == "stale" and opts.reuse_stale:
+                action = "keeping"
+                hint = " (--reuse-stale)"
+            else:
+                action = "retraining"
+                hint = " (--reuse-stale keeps them)" if state == "stale" else ""
+            _say(opts, f"{desc}: {action} {len(found)} {state} record(s){hint}: {listed}{more}", always=True)
+    if reused:
+        _say(opts, f"{desc}: reusing {reused} of {len(specs)} records in {opts.out}")
+    return pending
+
+
+def execute(opts, specs, desc):
+    """Train the groups of ``specs`` that hold a run with no usable record yet; returns the
+    number of runs trained.
+
+    Groups are cut from all of ``specs``, not from the pending runs only, and retrained whole: a
+    resumed sweep trains exactly the groups of an uninterrupted one, so its records are the same
+    bit for bit (per-run streams make a run's result independent of its group up to the last
+    bits of a few elementwise functions, which torch's CPU kernels compute by another code path
+    at the tail of a tensor)."""
+    specs = list(OrderedDict.fromkeys(specs))
+    pending = set(_pending(opts, specs, desc))
+    groups = [g for g in _groups(specs, opts.group_size, opts.rows) if pending.intersection(g)]
+    total = sum(len(g) for g in groups)
+    if not total:
+        return 0
+    with Progress(total, desc, opts.quiet) as bar:
+        run_groups(opts, groups, bar)
+    return total
 
 
 # ----------------------------------------------------------------------------- selection
@@ -430,7 +384,15 @@ def load_selection(out, experiment, arch, dataset):
     >>> tmp.cleanup()
     """
     path = selection_path(out, experiment, arch, dataset)
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        selection = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        selection = e
+    if not isinstance(selection, dict):
+        raise RecordError(f"selection file {path} is unreadable ({selection!r:.80}); delete it: the sweep writes it again")
+    return selection
 
 
 # ----------------------------------------------------------------------------- sweep
@@ -460,6 +422,15 @@ def run_sweep(opts):
             for hp in grid:
                 method = resolve_method(name, **hp)
                 select_specs += [_spec(opts, dataset, arch, method, u) for u in grid_units]
+    select_specs = list(OrderedDict.fromkeys(select_specs))
+    finals = len(opts.methods) * len(opts.archs) * sum(len(opts.units[d]) for d in opts.datasets)
+    selecting = [m for m in opts.methods if m != "ERM"] if len(grid) > 1 else []
+    if selecting:
+        _say(opts, f"{opts.experiment}: {len(select_specs)} selection runs ({len(selecting)} method(s) x {len(grid)} "
+                   f"(alpha, beta) configurations x their units; --alphas/--betas set the grid), then {finals} final "
+                   f"runs, some of them selection runs already")
+    else:
+        _say(opts, f"{opts.experiment}: {finals} runs (no (alpha, beta) grid to select from)")
     trained = execute(opts, select_specs, "selection")
     final_specs = []
     for dataset, arch in product(opts.datasets, opts.archs):

@@ -16,6 +16,12 @@ invariant to the loss's scale up to its epsilon).
 
 Model selection: every ``eval_every`` epochs (and before the first) each run's validation NLL is
 computed; each run keeps the parameters of its best validation NLL (§6).
+
+Randomness: each run's initial weights come from its ``seeds`` entry and every draw of its training
+(partners, lambdas, embedding noise) and of its validation predictive from its ``noise_seeds``
+entry (:class:`~pyro_probmix.experiments.streams.RunStreams`), so a run's result does not depend
+on the runs that share its group. With a ``checkpoint`` the whole state (parameters, Adam,
+best-so-far, generators) is saved every few seconds and training resumes from it exactly.
 """
 import ctypes
 import functools
@@ -31,6 +37,7 @@ from pyro_probmix import probmix
 
 from .blocks import make_graph
 from .models import forward, likelihood, make_model, make_net, sample_outputs
+from .streams import RunBeta, RunStreams, derive_seed
 
 __all__ = ["TrainConfig", "TrainResult", "train_group", "objective", "predict", "resolve_device", "keep_freed_memory",
            "check_compile_support"]
@@ -154,15 +161,10 @@ def _tensor(a, device, task=None, labels=False):
     return t.to(device=device, dtype=torch.float32)
 
 
-def _predict_out(net, method, x, embed="mean", samples=1, generator=None):
-    """Network outputs ``(S, R, M, out_dim)`` at prediction (no Pyro sites)."""
-    if embed == "mean":
-        return forward(net, method, x, sites=False)[None]
-    return sample_outputs(net, x, samples, generator)
-
-
-def predict(net, method, task, x, seed=0, samples=None):
-    """Predictive of the ``R`` runs of ``net`` at inputs ``(R, M, ...)``, standardised scale.
+def predict(net, method, task, x, seeds=None, samples=None):
+    """Predictive of the ``R`` runs of ``net`` at inputs ``(R, M, ...)``, standardised scale;
+    Monte Carlo predictives draw run ``r``'s embedding noise from a generator seeded with
+    ``seeds[r]`` (default ``0, 1, ..., R - 1``).
 
     Regression: ``("gaussian", loc, scale)`` with ``(R, M)`` tensors, or ``("mixture", locs,
     scales)`` with ``(S, R, M)`` tensors for Monte Carlo prediction over the embedding.
@@ -181,10 +183,13 @@ def predict(net, method, task, x, seed=0, samples=None):
     ('probs', torch.Size([1, 5, 4]), True)
     """
     mode = method.prediction_mode()
-    gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        samples = method.mc_samples if samples is None else samples
-        out = _predict_out(net, method, x, "mean" if mode == "mean" else "sample", samples, gen)
+        if mode == "mean":
+            out = forward(net, method, x, sites=False)[None]
+        else:
+            seeds = range(x.shape[0]) if seeds is None else seeds
+            generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+            out = sample_outputs(net, x, method.mc_samples if samples is None else samples, generators)
     if task == "regression":
         d = likelihood(task, out)
         if mode == "mean":
@@ -193,10 +198,10 @@ def predict(net, method, task, x, seed=0, samples=None):
     return ("probs", torch.softmax(out, -1).mean(0))
 
 
-def _val_nll(net, method, task, x, y, seed, samples):
+def _val_nll(net, method, task, x, y, seeds, samples):
     """Per-run validation NLL ``(R,)`` (standardised scale); Monte Carlo predictives use
     ``samples`` draws, the same draws at every check (common random numbers)."""
-    pred = predict(net, method, task, x, seed, samples)
+    pred = predict(net, method, task, x, seeds, samples)
     if pred[0] == "gaussian":
         lp = torch.distributions.Normal(pred[1], pred[2]).log_prob(y)
     elif pred[0] == "mixture":
@@ -207,7 +212,7 @@ def _val_nll(net, method, task, x, y, seed, samples):
     return -lp.mean(-1)
 
 
-def objective(method, task, net, x, y, graph=None, batch=None):
+def objective(method, task, net, x, y, graph=None, batch=None, streams=None):
     """``(loss, handler, trace)`` of one training step: ``-log p(y | x) / N`` of the Pyro model
     (inside ``probmix`` for every mixing method), the handler (``None`` for ERM and the controls), whose
     ``pairings["data"]`` holds the pairs and lambdas the step used, and the model's trace.
@@ -215,8 +220,10 @@ def objective(method, task, net, x, y, graph=None, batch=None):
     :param x: ``(R, N, ...)`` tensor of inputs.
     :param y: ``(R, N)`` tensor of labels.
     :param graph: the method's sampling graph (default
-        :func:`~pyro_probmix.experiments.blocks.make_graph`).
+        :func:`~pyro_probmix.experiments.blocks.make_graph` over ``streams``).
     :param batch: minibatch size (``None``: full batch).
+    :param streams: the runs' :class:`~pyro_probmix.experiments.streams.RunStreams`, which draw
+        every random number of the step (default: seeds ``0, ..., R - 1``).
 
     >>> from pyro_probmix.experiments.methods import resolve_method
     >>> pyro.clear_param_store()
@@ -228,18 +235,21 @@ def objective(method, task, net, x, y, graph=None, batch=None):
     (torch.Size([]), True, True, torch.Size([6]))
     """
     model = make_model(net, method, task)
-    n = x.shape[1]
+    runs, n = x.shape[:2]
+    streams = RunStreams(range(runs), n, x.device) if streams is None else streams
     handler = None
     # argument checks of every distribution cost ~5% of a step; the data were checked once
     with pyro.validation_enabled(False):
         if not method.uses_handler:
-            trace = poutine.trace(model).get_trace(x, y, batch)
+            with streams:
+                trace = poutine.trace(model).get_trace(x, y, batch)
         else:
             kwargs = method.handler_kwargs(task)
+            kwargs["lam"] = RunBeta(kwargs.pop("alpha"), streams)
             if batch is not None:
                 kwargs["plate"] = "data"
-            handler = probmix(graph=graph if graph is not None else make_graph(method, x), **kwargs)
-            with handler:
+            handler = probmix(graph=graph if graph is not None else make_graph(method, x, streams), **kwargs)
+            with handler, streams:  # streams inside: it draws the noise of the sites probmix pools
                 trace = poutine.trace(model).get_trace(x, y, batch)
     return -trace.log_prob_sum() / n, handler, trace
 
@@ -273,8 +283,9 @@ def train_group(
     seeds,
     config=TrainConfig(),
     hidden=(128, 32),
-    rng_seed=0,
+    noise_seeds=None,
     progress=None,
+    checkpoint=None,
 ):
     """Train the ``R = len(seeds)`` runs of a group; returns a :class:`TrainResult` whose network
     holds each run's best-validation parameters.
@@ -288,20 +299,27 @@ def train_group(
     :param y_val: ``(R, N_val)``.
     :param seeds: one initialisation seed per run.
     :param config: :class:`TrainConfig`.
-    :param int rng_seed: seed of the training noise (pairs, lambda, embedding draws, batches).
+    :param noise_seeds: one seed per run of its training noise (pairs, lambda, embedding draws,
+        minibatches) and validation draws (default: ``seeds``).
     :param progress: optional callable ``progress(epoch_fraction)`` called after each epoch.
+    :param checkpoint: optional :class:`~pyro_probmix.experiments.records.Checkpoint`: resume
+        from it when it holds a state, save to it every few seconds.
 
-    Two runs (seeds 0 and 1) of LocKProbMix, trained together for two epochs:
+    Two runs (seeds 0 and 1) of LocKProbMix, trained together for two epochs; run 1 trained alone
+    ends with the same parameters, bit for bit:
 
     >>> from pyro_probmix.experiments.methods import resolve_method
     >>> g = torch.Generator().manual_seed(0)
     >>> x, y = torch.randn(2, 8, 3, generator=g), torch.randn(2, 8, generator=g)
-    >>> result = train_group(resolve_method("LocKProbMix", k=2), "regression", "mlp", x, y, x[:, :4], y[:, :4],
+    >>> method = resolve_method("LocKProbMix", k=2)
+    >>> result = train_group(method, "regression", "mlp", x, y, x[:, :4], y[:, :4],
     ...                      seeds=[0, 1], config=TrainConfig(epochs=2), hidden=(8, 4))
     >>> result.net.runs, result.steps, len(result.best_epoch)
     (2, 2, 2)
-    >>> predict(result.net, resolve_method("LocKProbMix"), "regression", x)[1].shape
-    torch.Size([2, 8])
+    >>> alone = train_group(method, "regression", "mlp", x[1:], y[1:], x[1:, :4], y[1:, :4],
+    ...                     seeds=[1], config=TrainConfig(epochs=2), hidden=(8, 4))
+    >>> torch.equal(alone.net.head.weight[0], result.net.head.weight[1])
+    True
     """
     device = resolve_device(config.device)
     x_train = _tensor(x_train, device)
@@ -309,8 +327,9 @@ def train_group(
     x_val = _tensor(x_val, device)
     y_val = _tensor(y_val, device, task, labels=True)
     runs, n = x_train.shape[:2]
-    if runs != len(seeds):
-        raise ValueError(f"{runs} runs of data but {len(seeds)} seeds")
+    noise_seeds = list(seeds if noise_seeds is None else noise_seeds)
+    if not runs == len(seeds) == len(noise_seeds):
+        raise ValueError(f"{runs} runs of data but {len(seeds)} seeds and {len(noise_seeds)} noise seeds")
     batch = config.batch_size
     if batch is not None and batch >= n:
         batch = None
@@ -320,47 +339,72 @@ def train_group(
     if task == "classification":
         out_dim = max(out_dim, 2)
     net = make_net(method, arch, seeds, x_train.shape[2:], out_dim, hidden, compile_pool=config.compile).to(device)
-    graph = make_graph(method, x_train) if method.uses_handler else None
+    streams = RunStreams([derive_seed(s, "train") for s in noise_seeds], n, device)
+    val_seeds = [derive_seed(s, "validation") for s in noise_seeds]
+    graph = make_graph(method, x_train, streams) if method.uses_handler else None
     pyro.clear_param_store()
-    pyro.set_rng_seed(rng_seed)
+    # only minibatches (one run per group) are drawn from torch's default generator
+    pyro.set_rng_seed(derive_seed(noise_seeds[0], "minibatches") % 2**32 if runs == 1 else 0)
     optim = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=method.weight_decay)
     steps_per_epoch = 1 if batch is None else math.ceil(n / batch)
     torch.set_flush_denormal(True)  # denormal floats slow CPU training down ~20x
     keep_freed_memory()
 
     def loss_fn():
-        return objective(method, task, net, x_train, y_train, graph, batch)[0]
+        return objective(method, task, net, x_train, y_train, graph, batch, streams)[0]
 
     best = _snapshot(net)
     net.eval()
-    best_val = _val_nll(net, method, task, x_val, y_val, rng_seed, config.val_samples)
+    best_val = _val_nll(net, method, task, x_val, y_val, val_seeds, config.val_samples)
     best_val = torch.where(torch.isnan(best_val), torch.full_like(best_val, math.inf), best_val)
     best_epoch = torch.zeros(runs, dtype=torch.long)
-    last_loss = math.nan
-    start = time.perf_counter()
-    steps = 0
+    state = {"epoch": 0, "steps": 0, "seconds": 0.0, "last_loss": math.nan}
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        net.load_state_dict(saved["net"])
+        optim.load_state_dict(saved["optim"])
+        best, best_val, best_epoch = saved["best"], saved["best_val"], saved["best_epoch"]
+        for g, g_state in zip(streams.generators, saved["generators"]):
+            g.set_state(g_state)
+        torch.set_rng_state(saved["torch_rng"])
+        state = saved["state"]
+        if progress is not None:
+            progress(state["epoch"] / config.epochs)
+    start = time.perf_counter() - state["seconds"]
     try:
-        for epoch in range(1, config.epochs + 1):
+        for epoch in range(state["epoch"] + 1, config.epochs + 1):
             net.train()
             for _ in range(steps_per_epoch):
+                before = torch.get_rng_state() if state["steps"] == 0 and runs > 1 else None
                 loss = loss_fn()
+                if before is not None and not torch.equal(before, torch.get_rng_state()):
+                    raise RuntimeError(f"{method.name}: a draw of a group's step used torch's default generator "
+                                       "instead of the runs' streams, so runs would depend on their group")
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
                 optim.step()
-                steps += 1
+                state["steps"] += 1
             if epoch % config.eval_every == 0 or epoch == config.epochs:
                 net.eval()
-                val = _val_nll(net, method, task, x_val, y_val, rng_seed, config.val_samples)
+                val = _val_nll(net, method, task, x_val, y_val, val_seeds, config.val_samples)
                 improved = (val < best_val.to(val.device)).cpu()
                 _update_best(best, net, improved, runs)
                 best_val = torch.where(improved, val.cpu(), best_val.cpu())
                 best_epoch = torch.where(improved, torch.full_like(best_epoch, epoch), best_epoch)
+            state["epoch"] = epoch
             if progress is not None:
                 progress(1.0 / config.epochs)
-        last_loss = float(loss.detach()) / runs
+            if checkpoint is not None and epoch < config.epochs and checkpoint.due():
+                state["seconds"] = time.perf_counter() - start
+                checkpoint.save({
+                    "net": net.state_dict(), "optim": optim.state_dict(), "best": best, "best_val": best_val,
+                    "best_epoch": best_epoch, "generators": [g.get_state() for g in streams.generators],
+                    "torch_rng": torch.get_rng_state(), "state": state,
+                })
+        state["last_loss"] = float(loss.detach()) / runs
     finally:
         torch.set_flush_denormal(False)
     seconds = time.perf_counter() - start
     net.load_state_dict(best)
     net.eval()
-    return TrainResult(net, best_epoch.tolist(), best_val.tolist(), last_loss, steps, seconds)
+    return TrainResult(net, best_epoch.tolist(), best_val.tolist(), state["last_loss"], state["steps"], seconds)
