@@ -155,8 +155,9 @@ def test_a_sweep_says_what_it_trains_reuses_and_scores(tmp_path, capsys):
     assert main(argv) == 0
     out, err = capsys.readouterr()
     # ablation grid: ProbMix x 2 configurations x units 0-2 (selection) and 0-1; ERM: 2 final runs
-    assert "toy-regression: 6 selection runs (1 method(s) x 2 (alpha, beta) configurations" in err
-    assert "then 4 final runs" in err and "final runs: reusing 2 of 4 records in" in err
+    # ERM selects among as many weight decays as ProbMix has (alpha, beta) configurations
+    assert "toy-regression: 12 selection runs (configurations per method: ERM 2, ProbMix 2;" in err
+    assert "then 4 final runs" in err and "final runs: reusing 4 of 4 records in" in err
     assert "\r" not in err  # not a terminal: plain progress lines
     lines = out.splitlines()
     assert lines[0] == "toy-regression: test scores of the final runs (2 epochs, lr 0.01; mean ± std over units)"
@@ -169,9 +170,9 @@ def test_a_sweep_says_what_it_trains_reuses_and_scores(tmp_path, capsys):
         assert line.split()[:2] == ["cubic", name if not hparams else f"{name}(alpha={hparams['alpha']},"]
         assert f"{np.mean(nll):.3f} ± {np.std(nll, ddof=1):.3f}" in line and len(nll) == 2
     assert main(argv) == 0
-    assert "selection: reusing 6 of 6 records" in capsys.readouterr().err
+    assert "selection: reusing 12 of 12 records" in capsys.readouterr().err
     assert main(["report", "--out", str(tmp_path), "--no-figures", "--quiet"]) == 0
-    assert "Training settings of these records: 2 epochs, Adam lr 0.01" in (tmp_path / "report" / "report.md").read_text()
+    assert "Training settings of these runs: 2 epochs, Adam lr 0.01" in (tmp_path / "report" / "report.md").read_text()
 
 
 if __name__ == "__main__":  # how each case fares with this checkout's code

@@ -194,15 +194,15 @@ def test_m_probmix_samples_the_pooled_gaussian_embedding():
 
 
 def test_m_erm_loss_is_the_plain_likelihood_with_the_embedding_drawn():
-    """Brute force: the same seed, z = h(x) + sigma(x) * eps drawn by hand, no partner."""
+    """Brute force: z = h(x) + sigma(x) * eps with eps drawn by hand from each run's own stream
+    (seeds 0, ..., R - 1: the default RunStreams of objective), no partner."""
     method = resolve_method("M-ERM", alpha=0.4)  # alpha is ignored: no mixing
     net = _net(method, "regression")
     x, y = _data("regression")
     pyro.set_rng_seed(7)
     loss, handler, trace = objective(method, "regression", net, x, y)
     assert handler is None and method.hparams() == {"predict": "mean"}
-    torch.manual_seed(7)
-    eps = torch.randn(R * N, 8).reshape(R, N, 8)
+    eps = torch.stack([torch.randn((N, 8), generator=torch.Generator().manual_seed(r)) for r in range(R)])
     w, b = net.mixing.weight, net.mixing.bias
     v, c = net.scale_layer.weight, net.scale_layer.bias
     h = torch.relu(torch.baddbmm(b, x, w))

@@ -15,12 +15,11 @@ Examples::
 """
 import argparse
 import math
-import os
 import sys
 import tempfile
 from pathlib import Path
 
-from .data import ExperimentError, default_data_root
+from .data import ExperimentError
 
 __all__ = ["main", "build_parser", "results_table"]
 

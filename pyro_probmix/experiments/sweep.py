@@ -424,13 +424,14 @@ def run_sweep(opts):
                 select_specs += [_spec(opts, dataset, arch, method, u) for u in grid_units]
     select_specs = list(OrderedDict.fromkeys(select_specs))
     finals = len(opts.methods) * len(opts.archs) * sum(len(opts.units[d]) for d in opts.datasets)
-    selecting = [m for m in opts.methods if m != "ERM"] if len(grid) > 1 else []
+    selecting = [m for m in opts.methods if len(opts.grid(m)) > 1]
     if selecting:
-        _say(opts, f"{opts.experiment}: {len(select_specs)} selection runs ({len(selecting)} method(s) x {len(grid)} "
-                   f"(alpha, beta) configurations x their units; --alphas/--betas set the grid), then {finals} final "
-                   f"runs, some of them selection runs already")
+        sizes = ", ".join(f"{m} {len(opts.grid(m))}" for m in selecting)
+        _say(opts, f"{opts.experiment}: {len(select_specs)} selection runs (configurations per method: {sizes}; "
+                   f"x their units; --alphas/--betas set the mixup grid, --weight-decays that of the methods "
+                   f"without mixing), then {finals} final runs, some of them selection runs already")
     else:
-        _say(opts, f"{opts.experiment}: {finals} runs (no (alpha, beta) grid to select from)")
+        _say(opts, f"{opts.experiment}: {finals} runs (no grid to select from)")
     trained = execute(opts, select_specs, "selection")
     final_specs = []
     for dataset, arch in product(opts.datasets, opts.archs):
