@@ -135,7 +135,8 @@ def build_parser():
     ('uci', ['yacht', 'boston'], 5, 'results', False)
     """
     parser = argparse.ArgumentParser(
-        prog="python -m pyro_probmix.experiments",
+        # the console script or the module, as the user called it
+        prog="probmix-experiments" if Path(sys.argv[0]).name == "probmix-experiments" else "python -m pyro_probmix.experiments",
         description="Reproduce the experiments of the ProbMix paper (§6, Appendix E).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("Examples::", 1)[1],

@@ -214,12 +214,17 @@ def write_report(out, experiments=None, figures=True, from_csv=None):
     return _write(rep, runs, store, figures)
 
 
+_TITLES = {"toy-regression": "Toy regression", "toy-classification": "Toy classification",
+           "uci": "UCI regression", "stocks": "Stock forecasting"}
+
+
 def _write(rep, runs, store, figures):
     figdir = rep / "figures"
     finals = group_runs([r for r in runs if r["role"] == "final"])
     notes = []
     n_final = sum(len(recs) for methods in finals.values() for recs in methods.values())
-    md = ["# ProbMix experiments: results", "",
+    names = dict.fromkeys(experiment for experiment, _, _ in finals)
+    md = [f"# {', '.join(_TITLES.get(e, e) for e in names) or 'ProbMix experiments'}: all tables", "",
           f"{n_final} reported runs (one row each in `<experiment>_runs.csv`). Cells: mean ± std (ddof=1) over "
           "units (splits / runs) of the configuration chosen on validation data; best mean per row in **bold**. "
           "NLL, RMSE and CRPS on the original target scale. Paired tables: each method against ERM and "
