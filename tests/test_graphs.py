@@ -412,7 +412,7 @@ def test_knn_hnsw_warns_below_recall_target(monkeypatch):
 
     monkeypatch.setattr(knn, "_EF_SEARCH_LADDER", (8,))
     torch.manual_seed(15)
-    with pytest.warns(UserWarning, match=r"recall@5 0\.\d{4} < recall_target=1\.0 on 256 rows at its largest efSearch=8"):
+    with pytest.warns(UserWarning, match=r"recall@5 0\.\d{4} < 1\.0000 \(recall_target=1\.0 plus two standard errors\) on 256 rows at its largest efSearch=8"):
         graph = KNNGraph(torch.randn(3000, 32), k=5, method="hnsw", recall_target=1.0, probes=200)
     assert graph.recall < 1.0
 
