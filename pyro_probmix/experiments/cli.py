@@ -78,6 +78,9 @@ def _add_training(p, experiment):
                    help="pool the M-ProbMix embedding with a torch.compile'd kernel (needs a C++ compiler on "
                         "CPU, Triton on CUDA; ~4x faster pooling, compiles once in ~10 s)")
     p.add_argument("--group-size", type=_positive_int, help="most runs trained together in one step")
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="local: --jobs processes here; ray: groups as tasks of a Ray cluster (pip install pyro-probmix[ray])")
+    p.add_argument("--address", help="--backend ray: the cluster's HOST:PORT or 'auto' (default: start Ray on this machine)")
     p.add_argument("--out", default="results", help="records, selection and report folder (default: results)")
     if experiment in ("uci", "stocks"):
         p.add_argument("--data-root", help="data folder (default: $PROBMIX_DATA / $PROBMIX_STOCKS, else "
@@ -158,6 +161,8 @@ def _train(args):
         quiet=args.quiet,
         threads=args.threads,
         compile=args.compile,
+        backend=args.backend,
+        address=args.address,
     )
     chosen = run_sweep(opts)
     if not args.quiet:

@@ -87,6 +87,8 @@ class SweepOptions:
         quiet=False,
         threads=None,
         compile=False,
+        backend="local",
+        address=None,
     ):
         self.suite = get_suite(experiment)
         self.experiment = experiment
@@ -130,6 +132,9 @@ class SweepOptions:
         self.quiet = quiet
         self.threads = threads
         self.compile = bool(compile)
+        if backend not in ("local", "ray"):
+            raise ExperimentError(f"--backend must be 'local' or 'ray', got {backend!r}")
+        self.backend, self.address = backend, address  # ray: experiments/ray_backend.py
         # check every requested unit now, before any training
         self.units, self.rows = {}, {}
         for dataset in self.datasets:
@@ -355,7 +360,11 @@ def execute(opts, specs, desc):
         return 0
     groups = _groups(pending, opts.group_size, opts.rows)
     with Progress(len(pending), desc, opts.quiet) as bar:
-        if opts.jobs == 1:
+        if opts.backend == "ray":
+            from .ray_backend import run_groups
+
+            run_groups(opts, groups, bar)
+        elif opts.jobs == 1:
             _run_inline(opts, groups, bar)
         else:
             _run_pool(opts, groups, bar, opts.jobs)
