@@ -31,8 +31,9 @@ CHUNK_ENTRIES = 2**25
 # KNNGraph(method="auto") is exact up to this many rows (4 s here; every UCI set of the paper
 # is below it) and approximate above (exact would take 15 s at 10**5 rows, ~25 min at 10**6).
 EXACT_MAX_ROWS = 50_000
-# HNSW graph degree and construction effort: 10**6 x 8 rows build in ~20 s on two cores
-# (benchmarks/README.md); the search effort efSearch is calibrated per data set instead.
+# HNSW graph degree and construction effort (FAISS's usual M; the build is about two thirds of
+# the time at 10**6 rows, benchmarks/README.md); the search effort efSearch is calibrated per
+# data set instead.
 _HNSW_M = 16
 _HNSW_EF_CONSTRUCTION = 20
 _EF_SEARCH_LADDER = (8, 12, 16, 24, 32, 48, 64, 128)
@@ -196,9 +197,9 @@ def hnsw_neighbors(x, k, recall_target=0.99, probes=1000, reason="approximate ne
     index.hnsw.efConstruction = _HNSW_EF_CONSTRUCTION
     index.add(data)
 
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(_PROBE_SEED))
-    calibration = order[: min(_CALIBRATION_ROWS, n // 2)]
-    probe_rows = order[len(calibration) : len(calibration) + probes]
+    sampled = torch.randperm(n, generator=torch.Generator().manual_seed(_PROBE_SEED))
+    calibration = sampled[: min(_CALIBRATION_ROWS, n // 2)]
+    probe_rows = sampled[len(calibration) : len(calibration) + probes]
     calibration_exact = exact_neighbors(x, k, calibration.to(x.device)).cpu()
     # aim two standard errors of the calibration estimate above the target, so that the recall
     # measured on the other probe rows reaches the target too
