@@ -235,7 +235,7 @@ class KNNGraph(Graph):
     extra: ``pip install pyro-probmix[faiss]``) whose search effort is raised until the recall
     on sampled rows reaches ``recall_target``, and whose recall is then measured against exact
     search on ``probes`` other rows (:func:`~pyro_probmix.knn.hnsw_neighbors`): 10**6 x 8 rows
-    took 92 s of CPU time on a 2-core machine (``benchmarks/README.md``). Rows that duplicate row ``i`` are at distance 0 and are valid
+    took about 90 s of CPU time on a 2-core machine (``benchmarks/README.md``). Rows that duplicate row ``i`` are at distance 0 and are valid
     neighbours; ties at the k-th distance are broken arbitrarily.
 
     Parameters

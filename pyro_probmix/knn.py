@@ -28,8 +28,9 @@ __all__ = ["EXACT_MAX_ROWS", "exact_neighbors", "hnsw_neighbors", "neighbor_reca
 # Entries of one chunk of the N x N distance matrix, whatever N is: 2**25 entries are 128 MiB
 # in float32, so peak memory stays bounded for N up to 10**6 and more.
 CHUNK_ENTRIES = 2**25
-# KNNGraph(method="auto") is exact up to this many rows (4 s here; every UCI set of the paper
-# is below it) and approximate above (exact would take 15 s at 10**5 rows, ~25 min at 10**6).
+# KNNGraph(method="auto") is exact up to this many rows (every UCI set of the paper is below
+# it) and approximate above: exact search is O(N**2 d), 27.5 s at 10**5 x 8 rows here against
+# 6.1 s for HNSW, and ~25 min at 10**6 (benchmarks/README.md).
 EXACT_MAX_ROWS = 50_000
 # HNSW graph degree and construction effort (FAISS's usual M; the build is about two thirds of
 # the time at 10**6 rows, benchmarks/README.md); the search effort efSearch is calibrated per
