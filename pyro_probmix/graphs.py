@@ -21,11 +21,10 @@ import numbers
 import numpy as np
 import torch
 
+from pyro_probmix.knn import CHUNK_ENTRIES, EXACT_MAX_ROWS, exact_neighbors, excluding_self, hnsw_neighbors
+
 __all__ = ["Graph", "FullGraph", "KNNGraph", "LabelKernelGraph", "WeightedGraph"]
 
-# Entries of one chunk of the N x N distance matrix built at construction, whatever N is:
-# 2**25 entries are 128 MiB in float32, so peak memory stays bounded for N up to 10**6 and more.
-_CHUNK_ENTRIES = 2**25
 # LabelKernelGraph keeps an edge while its weight is at least this fraction of its row's maximum.
 _KERNEL_CUTOFF = 1e-12
 
@@ -69,15 +68,6 @@ def _data_rows(name, value):
     return value
 
 
-def _excluding_self(block, start):
-    """Sets to inf the entries of a chunk of rows ``start, start + 1, ...`` that pair a row
-    with itself: a row is never its own partner, even where duplicates of it make the
-    distance 0 (the duplicates stay valid partners)."""
-    rows = torch.arange(block.shape[0], device=block.device)
-    block[rows, start + rows] = math.inf
-    return block
-
-
 def _kernel_edges(y, bandwidth, max_edges):
     """The edges ``(i, j)``, ``j != i``, sorted by ``i``, and the weights that
     :class:`LabelKernelGraph` keeps for float64 labels ``y`` of shape ``(N, d)``."""
@@ -87,7 +77,7 @@ def _kernel_edges(y, bandwidth, max_edges):
     # where excess is the squared distance less the row's smallest; the row factor cancels once
     # weights are normalised, and weights relative to it cannot underflow.
     largest_excess = two_h2 * math.log(1 / _KERNEL_CUTOFF)
-    chunk_size = max(1, _CHUNK_ENTRIES // n)
+    chunk_size = max(1, CHUNK_ENTRIES // n)
     # one buffer for all chunks: fresh chunk-sized allocations cost more than the arithmetic
     buffer = y.new_empty(min(chunk_size, n), n)
     sources, targets, weights = [], [], []
@@ -99,7 +89,7 @@ def _kernel_edges(y, bandwidth, max_edges):
         excess = torch.sub(rows[:, :1], y[:, 0], out=buffer[: len(rows)]).square_()
         for col in range(1, d):
             excess.add_((rows[:, col : col + 1] - y[:, col]).square_())
-        _excluding_self(excess, start)
+        excluding_self(excess, torch.arange(start, start + len(rows), device=y.device))
         excess.sub_(excess.amin(1, keepdim=True))
         i, j = (excess <= largest_excess).nonzero(as_tuple=True)
         kept += len(i)
@@ -284,10 +274,16 @@ class KNNGraph(Graph):
     The nearest-neighbours graph of §5: the partner of row ``i`` is uniform over the ``k``
     nearest neighbours of row ``i`` among all training rows (never ``i`` itself).
 
-    The exact neighbour table is built once, on the features' device and in their dtype, from
-    Euclidean distances between standardised rows, in chunks of rows so that peak memory stays
-    bounded (time is ``O(N**2 d)``). Rows that duplicate row ``i`` are at distance 0 and are
-    valid neighbours; ties at the k-th distance are broken arbitrarily.
+    The neighbour table is built once, from Euclidean distances between standardised rows,
+    and sampling a partner is one lookup per anchor (``O(batch)``). Up to
+    :data:`~pyro_probmix.knn.EXACT_MAX_ROWS` = 50,000 rows the table is exact, built on the
+    features' device and in their dtype, in chunks of rows so that peak memory stays bounded
+    (time is ``O(N**2 d)``). Above, it comes from an approximate FAISS HNSW index (an optional
+    extra: ``pip install pyro-probmix[faiss]``) whose search effort is raised until the recall
+    on sampled rows reaches ``recall_target``, and whose recall is then measured against exact
+    search on ``probes`` other rows (:func:`~pyro_probmix.knn.hnsw_neighbors`): 10**6 x 8 rows
+    took about 90 s of CPU time on a 2-core machine (``benchmarks/README.md``). Rows that duplicate row ``i`` are at distance 0 and are valid
+    neighbours; ties at the k-th distance are broken arbitrarily.
 
     Parameters
     ----------
@@ -301,13 +297,29 @@ class KNNGraph(Graph):
         feature dominates by its units. A column of zero variance (all values equal) is left
         unscaled: it adds no distance.
     chunk_size : int, optional
-        Rows per chunk of the distance computation; by default about ``2**25 / N`` so that one
-        chunk holds about ``2**25`` distances.
+        Rows per chunk of the exact distance computation; by default about ``2**25 / N`` so
+        that one chunk holds about ``2**25`` distances.
+    method : str
+        ``"auto"`` (exact up to 50,000 rows, ``"hnsw"`` above), ``"exact"`` or ``"hnsw"``.
+    recall_target : float
+        Recall@k that the approximate search is calibrated to reach, in ``(0, 1]``.
+    probes : int
+        Number of rows on which the recall of an approximate table is measured.
 
     Attributes
     ----------
     neighbors : torch.LongTensor
         ``(N, k)`` neighbour indices, nearest first.
+    method : str
+        ``"exact"`` or ``"hnsw"``: how the table was built.
+    recall : float
+        Recall@k of the table: 1.0 for exact search, else measured on :attr:`probe_rows`.
+    recall_probes : int
+        Number of rows the recall was measured on (0 for exact search: nothing was sampled).
+    probe_rows : torch.LongTensor or None
+        Those rows; ``None`` for exact search.
+    ef_search : int or None
+        The HNSW search effort the calibration chose; ``None`` for exact search.
 
     Examples
     --------
@@ -316,10 +328,19 @@ class KNNGraph(Graph):
     [1, 0, 1, 2]
     >>> graph.sample(torch.tensor([3, 0]), num_rows=4).tolist()
     [2, 1]
+    >>> graph.method, graph.recall, graph.recall_probes
+    ('exact', 1.0, 0)
     """
 
     def __init__(
-        self, features: torch.Tensor, k: int = 5, standardize: bool = True, chunk_size: int | None = None
+        self,
+        features: torch.Tensor,
+        k: int = 5,
+        standardize: bool = True,
+        chunk_size: int | None = None,
+        method: str = "auto",
+        recall_target: float = 0.99,
+        probes: int = 1000,
     ) -> None:
         super().__init__()
         x = _data_rows("features", features)
@@ -329,31 +350,43 @@ class KNNGraph(Graph):
         if not isinstance(standardize, bool):
             raise ValueError(f"standardize must be a bool, got standardize={standardize!r}")
         if chunk_size is None:
-            chunk_size = max(1, _CHUNK_ENTRIES // n)
+            chunk_size = max(1, CHUNK_ENTRIES // n)
         elif not (_is_int(chunk_size) and chunk_size >= 1):
             raise ValueError(f"chunk_size must be None or an int >= 1, got chunk_size={chunk_size!r}")
+        if method not in ("auto", "exact", "hnsw"):
+            raise ValueError(f"method must be 'auto', 'exact' or 'hnsw', got method={method!r}")
+        if not (_is_real(recall_target) and 0 < recall_target <= 1):
+            raise ValueError(f"recall_target must be a number in (0, 1], got recall_target={recall_target!r}")
+        if not (_is_int(probes) and probes >= 1):
+            raise ValueError(f"probes must be an int >= 1, got probes={probes!r}")
 
-        # Distances do not change under translation; centring keeps the expansion below
-        # accurate in float32 when the data sit far from the origin.
+        # Distances do not change under translation; centring keeps the expansion
+        # ||x_j||^2 - 2 q . x_j accurate in float32 when the data sit far from the origin.
         x = x - x.mean(0)
         if standardize:
             # Zero variance is tested exactly: the computed std of a constant column is a
             # rounding residue (e.g. 1e-8), which dividing by would blow up.
             constant = x.amax(0) == x.amin(0)
             x = x / torch.where(constant, 1.0, x.std(0, correction=0))
-        sq_norms = x.square().sum(1)
-        neighbors = torch.empty(n, k, dtype=torch.long, device=x.device)
-        # one buffer for all chunks: fresh chunk-sized allocations cost more than the arithmetic
-        buffer = x.new_empty(min(chunk_size, n), n)
-        for start in range(0, n, chunk_size):
-            rows = x[start : start + chunk_size]
-            # ||q - x_j||^2 less ||q||^2, which is constant along a row and so ranks alike
-            scores = torch.addmm(sq_norms, rows, x.T, alpha=-2, out=buffer[: len(rows)])
-            neighbors[start : start + len(rows)] = _excluding_self(scores, start).topk(k, largest=False).indices
-        self.neighbors = neighbors
+        requested = method
+        if method == "auto":
+            method = "exact" if n <= EXACT_MAX_ROWS else "hnsw"
+        if method == "exact":
+            self.neighbors = exact_neighbors(x, k, chunk_size=chunk_size)
+            self.recall, self.probe_rows, self.ef_search = 1.0, None, None
+        else:
+            reason = (
+                "KNNGraph(method='hnsw')" if requested == "hnsw" else
+                f"KNNGraph over N={n} > {EXACT_MAX_ROWS} rows (approximate search; method='exact' "
+                f"searches exactly in O(N**2 d) time, ~25 min at N=10**6)"
+            )
+            self.neighbors, report = hnsw_neighbors(x, k, recall_target, probes, reason=reason)
+            self.recall, self.probe_rows, self.ef_search = report["recall"], report["probe_rows"], report["ef_search"]
+        self.method = method
+        self.recall_probes = 0 if self.probe_rows is None else len(self.probe_rows)
         self.k = k
         self.num_nodes = n
-        self._set_tables(neighbors)
+        self._set_tables(self.neighbors)
 
     def _sample(self, anchors, num_rows):
         (neighbors,) = self._tables_on(anchors.device)
@@ -372,7 +405,9 @@ class KNNGraph(Graph):
         return torch.where(none_allowed, anchors, partners)
 
     def __repr__(self):
-        return f"KNNGraph(num_nodes={self.num_nodes}, k={self.k})"
+        if self.method == "exact":
+            return f"KNNGraph(num_nodes={self.num_nodes}, k={self.k})"
+        return f"KNNGraph(num_nodes={self.num_nodes}, k={self.k}, method='hnsw', recall={self.recall:.4f})"
 
 
 class WeightedGraph(Graph):

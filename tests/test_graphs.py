@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -298,6 +299,9 @@ def test_num_rows_mismatch(name):
         (lambda: KNNGraph(torch.randn(5, 2), k=True), r"k must be an int.*k=True"),
         (lambda: KNNGraph(torch.randn(5, 2), k=2, chunk_size=0), r"chunk_size must be None or an int >= 1"),
         (lambda: KNNGraph(torch.randn(5, 2), k=2, standardize=1), r"standardize must be a bool"),
+        (lambda: KNNGraph(torch.randn(5, 2), k=2, method="ivf"), r"method must be 'auto', 'exact' or 'hnsw', got method='ivf'"),
+        (lambda: KNNGraph(torch.randn(5, 2), k=2, recall_target=0), r"recall_target must be a number in \(0, 1\], got recall_target=0"),
+        (lambda: KNNGraph(torch.randn(5, 2), k=2, probes=0), r"probes must be an int >= 1, got probes=0"),
         (lambda: KNNGraph(torch.tensor([[1.0], [2.0], [math.nan], [3.0], [math.inf]]), k=1),
          r"features must be finite: 2 of 5 rows hold NaN or inf, the first is row 2"),
         (lambda: KNNGraph(torch.randn(1, 3), k=1), r"features must have shape .* N >= 2 rows.*\(1, 3\)"),
@@ -339,3 +343,94 @@ def test_bad_sample_arguments():
         FullGraph().sample(torch.tensor([0.0, 1.0]), 2)
     with pytest.raises(ValueError, match=r"num_rows must be an int, got num_rows=2\.0"):
         FullGraph().sample(torch.tensor([0, 1]), 2.0)
+
+
+# ------------------------------------------------------------------ KNNGraph at scale (FAISS)
+
+
+def brute_recall(x, rows, found, k):
+    """Recall@k of ``found`` neighbours of ``rows``: float64 brute force, a tie counts as found."""
+    x = torch.as_tensor(x, dtype=torch.float64)
+    x = x / x.std(0, correction=0)
+    dist = torch.cdist(x[rows], x).square()
+    dist[torch.arange(len(rows)), rows] = math.inf
+    kth = dist.sort(1).values[:, k - 1 : k]
+    return float((dist.gather(1, found) <= kth).double().mean())
+
+
+def test_knn_auto_is_exact_below_the_threshold():
+    graph = KNNGraph(torch.randn(300, 3), k=5)
+    assert (graph.method, graph.recall, graph.recall_probes, graph.probe_rows, graph.ef_search) == ("exact", 1.0, 0, None, None)
+    assert repr(graph) == "KNNGraph(num_nodes=300, k=5)"
+
+
+@pytest.mark.parametrize("method", ["hnsw", "auto"])
+def test_knn_without_faiss_names_the_extra(method, monkeypatch):
+    import pyro_probmix.graphs as graphs
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` now raises ImportError
+    monkeypatch.setattr(graphs, "EXACT_MAX_ROWS", 20)  # so that "auto" needs FAISS at N=30
+    needs = r"KNNGraph\(method='hnsw'\)" if method == "hnsw" else r"KNNGraph over N=30 > 20 rows .*method='exact'"
+    with pytest.raises(ImportError, match=needs + r".* needs FAISS, an optional extra: pip install pyro-probmix\[faiss\]"):
+        KNNGraph(torch.randn(30, 3), k=2, method=method)
+    assert KNNGraph(torch.randn(30, 3), k=2, method="exact").method == "exact"  # exact search needs no FAISS
+
+
+def test_knn_hnsw_reports_its_measured_recall():
+    pytest.importorskip("faiss")
+    torch.manual_seed(14)
+    x = torch.randn(3000, 4) * torch.tensor([1.0, 10.0, 0.1, 3.0])
+    state = torch.get_rng_state()
+    graph = KNNGraph(x, k=5, method="hnsw", probes=800)
+    assert torch.equal(torch.get_rng_state(), state)  # probe rows come from the graph's own generator
+    assert graph.method == "hnsw" and graph.ef_search in (8, 12, 16, 24, 32, 48, 64, 128)
+    assert graph.neighbors.shape == (3000, 5) and graph.neighbors.dtype == torch.int64
+    assert (graph.neighbors != torch.arange(3000).unsqueeze(1)).all()
+    assert graph.recall_probes == 800 and len(set(graph.probe_rows.tolist())) == 800
+    assert graph.recall == pytest.approx(brute_recall(x, graph.probe_rows, graph.neighbors[graph.probe_rows], 5), abs=1e-12)
+    assert graph.recall >= 0.99
+    # over all rows, not only the probes: the probe estimate is within 4 standard errors
+    everywhere = brute_recall(x, torch.arange(3000), graph.neighbors, 5)
+    assert abs(everywhere - graph.recall) < 4 * math.sqrt(0.01 * 0.99 / 4000) + 1e-9
+    assert repr(graph) == f"KNNGraph(num_nodes=3000, k=5, method='hnsw', recall={graph.recall:.4f})"
+    partners = graph.sample(torch.arange(3000).repeat(3), 3000)
+    assert (partners.view(3, 3000).T.unsqueeze(2) == graph.neighbors.unsqueeze(1)).any(2).all()
+
+
+def test_knn_auto_uses_hnsw_above_the_threshold(monkeypatch):
+    pytest.importorskip("faiss")
+    import pyro_probmix.graphs as graphs
+
+    monkeypatch.setattr(graphs, "EXACT_MAX_ROWS", 500)
+    graph = KNNGraph(torch.randn(600, 2), k=3, probes=100)
+    assert graph.method == "hnsw" and graph.recall_probes == 100
+
+
+def test_knn_hnsw_warns_below_recall_target(monkeypatch):
+    pytest.importorskip("faiss")
+    import pyro_probmix.knn as knn
+
+    monkeypatch.setattr(knn, "_EF_SEARCH_LADDER", (8,))
+    torch.manual_seed(15)
+    with pytest.warns(UserWarning, match=r"recall@5 0\.\d{4} < 1\.0000 \(recall_target=1\.0 plus two standard errors\) on 256 rows at its largest efSearch=8"):
+        graph = KNNGraph(torch.randn(3000, 32), k=5, method="hnsw", recall_target=1.0, probes=200)
+    assert graph.recall < 1.0
+
+
+def test_knn_hnsw_searches_short_rows_exactly(monkeypatch):
+    pytest.importorskip("faiss")
+    import pyro_probmix.knn as knn
+
+    search = knn._search
+
+    def short_first_row(index, data, rows, k):  # FAISS returns -1 where it found fewer than k + 1
+        found = search(index, data, rows, k)
+        found[0, 1:] = -1
+        return found
+
+    monkeypatch.setattr(knn, "_search", short_first_row)
+    torch.manual_seed(16)
+    x = torch.randn(400, 3)
+    graph = KNNGraph(x, k=4, method="hnsw", probes=50)
+    assert (graph.neighbors >= 0).all()
+    assert same_sets(graph.neighbors[:1], brute_knn(x, 4)[:1])

@@ -113,6 +113,9 @@ def _add_training(p, experiment):
                    help="pool the M-ProbMix embedding with a torch.compile'd kernel (needs a C++ compiler on "
                         "CPU, Triton on CUDA; ~4x faster pooling, compiles once in ~10 s)")
     p.add_argument("--group-size", type=_positive_int, help="most runs trained together in one step")
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="local: --jobs processes here; ray: groups as tasks of a Ray cluster (pip install pyro-probmix[ray])")
+    p.add_argument("--address", help="--backend ray: the cluster's HOST:PORT or 'auto' (default: start Ray on this machine)")
     p.add_argument("--out", default="results", help="records, selection and report folder (default: results)")
     p.add_argument("--reuse-stale", action="store_true",
                    help="reuse records trained by other code or on other data files (default: retrain them)")
@@ -211,6 +214,8 @@ def _train(args):
         compile=args.compile,
         reuse_stale=args.reuse_stale,
         checkpoint_every=args.checkpoint_every,
+        backend=args.backend,
+        address=args.address,
     )
     _writable_folder(args.out)  # after every other check: bad input creates no folder
     chosen = run_sweep(opts)

@@ -104,6 +104,8 @@ class SweepOptions:
         compile=False,
         reuse_stale=False,
         checkpoint_every=10.0,
+        backend="local",
+        address=None,
     ):
         self.suite = get_suite(experiment)
         self.experiment = experiment
@@ -161,6 +163,9 @@ class SweepOptions:
         self.compile = bool(compile)
         self.reuse_stale = bool(reuse_stale)
         self.checkpoint_every = float(checkpoint_every)
+        if backend not in ("local", "ray"):
+            raise ExperimentError(f"--backend must be 'local' or 'ray', got {backend!r}")
+        self.backend, self.address = backend, address  # ray: experiments/ray_backend.py
         # check every requested unit now, before any training
         self.units, self.rows = {}, {}
         for dataset in self.datasets:
@@ -267,7 +272,11 @@ def run_groups(opts, groups, bar):
     their records, in this process (``opts.jobs == 1``) or ``opts.jobs`` worker processes;
     ``bar.update(n)`` counts finished runs. Records depend only on the runs' keys, so any executor
     that calls :func:`run_group` on each group, in any order or place, writes the same records."""
-    if opts.jobs == 1:
+    if opts.backend == "ray":
+        from .ray_backend import run_groups as run_ray_groups  # Ray is an optional extra
+
+        run_ray_groups(opts, groups, bar)
+    elif opts.jobs == 1:
         _run_inline(opts, groups, bar)
     else:
         _run_pool(opts, groups, bar, opts.jobs)
