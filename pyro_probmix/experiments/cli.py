@@ -90,10 +90,12 @@ def _add_training(p, experiment):
                    help="units to run: split indices (uci), data seeds (toy) or training seeds (stocks); "
                         "ranges like 0-4 allowed")
     p.add_argument("--runs", type=_positive_int,
-                   help="shorthand for --splits 0-(RUNS-1). Besides these final runs, every method but ERM is "
-                        "trained on each (alpha, beta) of the grid (default 5 x 2) on the first --select-splits "
-                        "units to select its hyper-parameters: --runs 3 with 4 methods trains 3 x 10 x 3 + 3 = "
-                        "93 models. The count is printed before training; --alphas/--betas shrink the grid")
+                   help="shorthand for --splits 0-(RUNS-1). Besides these final runs, every method is trained "
+                        "on each configuration of its grid on the first --select-splits units to select its "
+                        "hyper-parameters (mixing methods: the (alpha, beta) grid, default 5 x 2; ERM and the "
+                        "controls: as many weight decays): --runs 3 with 4 methods trains 4 x 10 x 3 = 120 "
+                        "models, the final runs among them. The count is printed before training; "
+                        "--alphas/--betas/--weight-decays shrink the grids")
     if experiment == "stocks":
         p.add_argument("--archs", nargs="+", choices=["lstm", "transformer"], help="default: both")
     p.add_argument("--epochs", type=_positive_int, help="default: the paper's (toy 500, uci 1000, stocks 1500)")
