@@ -430,6 +430,28 @@ def test_compiled_embedding_pool_matches_the_eager_rule():
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_pool_backward_is_the_gradient_of_the_rule_in_float64():
+    from pyro_probmix.experiments.compiled_pool import compiled_normal_pool_params
+    from pyro_probmix.pooling import normal_pool_params
+
+    g = torch.Generator().manual_seed(2)
+    loc_p, loc_q = torch.randn(2, 6, 3, generator=g, dtype=torch.float64).unbind()
+    scale_p, scale_q = (torch.rand(2, 6, 3, generator=g, dtype=torch.float64) * 3 + 0.01).unbind()
+    lam = torch.tensor([0.0, 1e-12, 0.3, 0.5, 0.9, 1.0], dtype=torch.float64)[:, None]
+    weights = torch.randn(2, 6, 3, generator=g, dtype=torch.float64)
+    results = []
+    for rule in (normal_pool_params, compiled_normal_pool_params):
+        params = [t.clone().requires_grad_() for t in (loc_p, scale_p, loc_q, scale_q)]
+        loc, scale = rule(*params, lam)
+        grads = torch.autograd.grad((loc * weights[0] + scale * weights[1]).sum(), params)
+        results.append((loc, scale) + grads)
+    for eager, compiled in zip(*results):
+        torch.testing.assert_close(compiled, eager, rtol=1e-12, atol=1e-14)
+    with pytest.raises(NotImplementedError, match="lam requires a gradient"):
+        compiled_normal_pool_params(loc_p, scale_p, loc_q, scale_q, lam.clone().requires_grad_())
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on CPU needs a C++ compiler")
 def test_train_config_compile_pools_the_embedding_with_the_compiled_rule():
     from pyro_probmix.experiments.models import CompiledPoolNormal
 

@@ -21,7 +21,6 @@ A network is split at the mixing layer, the first hidden layer (§5):
 
 The output is ``(loc, softplus(raw) + 1e-3)`` of a Gaussian (regression) or class logits.
 """
-import functools
 import math
 
 import pyro
@@ -31,7 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyro_probmix import embedding
-from pyro_probmix.pooling import normal_pool_params, register_pool
+from pyro_probmix.pooling import register_pool
+
+from .compiled_pool import CompiledPoolNormal
 
 __all__ = [
     "RunLinear", "Net", "HomoscedasticNormal", "CompiledPoolNormal", "make_net", "forward", "sample_outputs", "make_model",
@@ -63,35 +64,6 @@ class HomoscedasticNormal(dist.Normal):
 def _pool_homoscedastic(p, q, lam):
     loc = torch.lerp(q.loc, p.loc, lam) if torch.is_tensor(lam) else lam * p.loc + (1 - lam) * q.loc
     return HomoscedasticNormal(loc, p.scale)
-
-
-class CompiledPoolNormal(dist.Normal):
-    """A :class:`~pyro.distributions.Normal` whose log-linear pool is the library's
-    :func:`~pyro_probmix.pooling.normal_pool_params` compiled by :func:`torch.compile` into one
-    fused kernel for the forward and one for the backward pass. The M-ProbMix embedding uses it
-    with ``--compile``: the eager rule makes ~10 passes over a ``rows x width`` layer, each
-    memory bound on CPU (measured: 4x faster, see ``docs/experiments.md``).
-
-    Nothing is compiled until two of them are pooled:
-
-    >>> d = CompiledPoolNormal(torch.zeros(3), torch.ones(3))
-    >>> isinstance(d, pyro.distributions.Normal), d.batch_shape
-    (True, torch.Size([3]))
-    >>> Net("mlp", [0], (2,), 2, hidden=(8, 4), compile_pool=True).embedding_normal is CompiledPoolNormal
-    True
-    """
-
-
-@functools.lru_cache(maxsize=None)
-def _compiled_normal_pool_params():
-    # compiled on first call (~8 s on this CPU, then cached on disk); dynamic: any row count
-    return torch.compile(normal_pool_params, dynamic=True)
-
-
-@register_pool(CompiledPoolNormal, CompiledPoolNormal)
-def _pool_compiled_normal(p, q, lam):
-    params = _compiled_normal_pool_params()(p.loc, p.scale, q.loc, q.scale, lam)
-    return CompiledPoolNormal(*params, validate_args=False)
 
 
 def _generators(seeds):
