@@ -128,3 +128,15 @@ def test_a_row_reads_back_the_scores_bit_for_bit(tmp_path):
     assert {k: back["key"][k] for k in back["key"]} == {k: record["key"][k] for k in back["key"]}
     assert back["metrics"]["test"] == test and back["best_epoch"] == 0 and back["role"] == "ablation"
     assert str(back["metrics"]["val"]["nll"]) == "nan" and back["fingerprint"] == '{"code":"ab"}'
+
+
+def test_the_csv_keeps_one_digest_of_the_data_files_a_run_read():
+    from pyro_probmix.experiments.runs_csv import data_digest, run_row
+
+    data = {"yacht/data.txt": "00df", "yacht/index_train_0.txt": "6a7e"}
+    record = {"key": RunSpec.make("uci", "yacht", "ERM", 0).key(), "metrics": {"test": {}, "val": {}},
+              "fingerprint": {"code": "e1f8", "data": data}}
+    cell = run_row(record)["fingerprint"]
+    assert cell == '{"code":"e1f8","data":"%s"}' % data_digest(data)
+    changed = {**data, "yacht/data.txt": "00de"}
+    assert data_digest(changed) != data_digest(data) and len(data_digest(data)) == 16

@@ -10,17 +10,20 @@ configuration chosen on validation data; ``ablation``: another configuration of 
 ablations), its test scores (NLL, RMSE, MSE, CRPS, accuracy, ECE, the coverage of each central
 interval of :data:`~pyro_probmix.experiments.scoring.COVERAGE_LEVELS`, the PIT histogram counts and
 the reliability bins), its validation NLL, best epoch and the ``fingerprint`` of the code and
-data that trained it (empty for records written before fingerprints existed). Numbers are
+data that trained it (empty for records written before fingerprints existed; the data files'
+SHA-256s, which a record lists one by one, are cut to one digest of them all,
+:func:`data_digest`, so that the CSV stays compact). Numbers are
 written with :func:`repr`, so they read back bit for bit; an empty cell is a missing value.
 """
 import csv
+import hashlib
 import io
 import json
 from pathlib import Path
 
 from .scoring import COVERAGE_LEVELS
 
-__all__ = ["COLUMNS", "run_row", "row_record", "write_runs_csv", "read_runs_csv"]
+__all__ = ["COLUMNS", "data_digest", "run_row", "row_record", "write_runs_csv", "read_runs_csv"]
 
 _KEY = ("experiment", "arch", "dataset", "method", "split", "seed")
 _SCORES = ("nll", "rmse", "mse", "crps", "accuracy", "ece")
@@ -37,6 +40,26 @@ def _number(value):
 
 def _json(value):
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def data_digest(data):
+    """16 hex digits of the SHA-256 of a fingerprint's ``data`` part (``{file: sha256}``, as JSON with
+    sorted keys): what the CSV keeps of the data files a run read.
+
+    >>> data_digest({"yacht/data.txt": "00df", "yacht/index_train_0.txt": "6a7e"})
+    '2e752121b2d487de'
+    """
+    return hashlib.sha256(_json(data).encode()).hexdigest()[:16]
+
+
+def _fingerprint_cell(fingerprint):
+    if fingerprint is None:
+        return ""
+    if isinstance(fingerprint, str):
+        return fingerprint
+    if isinstance(fingerprint.get("data"), dict):
+        fingerprint = {**fingerprint, "data": data_digest(fingerprint["data"])}
+    return _json(fingerprint)
 
 
 def run_row(record, role="final"):
@@ -63,8 +86,7 @@ def run_row(record, role="final"):
     pit = test.get("pit_hist")
     row["pit_hist"] = "" if pit is None else " ".join(str(int(c)) for c in pit)
     row["reliability"] = "" if test.get("reliability") is None else _json(test["reliability"])
-    fingerprint = record.get("fingerprint")
-    row["fingerprint"] = "" if fingerprint is None else fingerprint if isinstance(fingerprint, str) else _json(fingerprint)
+    row["fingerprint"] = _fingerprint_cell(record.get("fingerprint"))
     return row
 
 
