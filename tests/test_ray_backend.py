@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """``--backend ray`` on a local Ray cluster (head + one worker node on 127.0.0.1) with a worker
-process killed mid-run: every run recorded, once. Skipped without Ray (an optional extra);
-slow (12 s here: a cluster starts and trains six groups): ``python -m pytest tests/test_ray_backend.py -m slow``."""
+process killed mid-run, and with the driver killed mid-run and the command run again: every run
+recorded, once. Skipped without Ray (an optional extra); slow (12-45 s each here: a cluster
+starts and trains six groups): ``python -m pytest tests/test_ray_backend.py -m slow``."""
 import os
 import signal
 import sys
@@ -62,8 +63,8 @@ def test_ray_cluster_with_a_killed_worker_loses_and_duplicates_nothing(tmp_path,
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
         cluster.add_node(num_cpus=1)
-        opts = SweepOptions("toy-regression", methods=["ERM"], splits=list(range(6)), epochs=300, group_size=1,
-                            out=tmp_path, quiet=True, backend="ray", address=cluster.address)
+        opts = SweepOptions("toy-regression", methods=["ERM"], splits=list(range(6)), weight_decays=[0.0], epochs=300,
+                            group_size=1, out=tmp_path, quiet=True, backend="ray", address=cluster.address)
         killed, stop = [], threading.Event()
         killer = threading.Thread(target=_kill_first_task_worker, args=(killed, stop), daemon=True)
         killer.start()
@@ -78,3 +79,48 @@ def test_ray_cluster_with_a_killed_worker_loses_and_duplicates_nothing(tmp_path,
     assert len(list(tmp_path.rglob("*.json"))) == 6 + 1  # and the selection file
     assert list(tmp_path.rglob("*.tmp")) == []  # no half-written file left
     assert all(r["group"]["size"] == 1 and r["metrics"]["test"]["nll"] is not None for r in records)
+
+
+def _ray_task_workers():
+    import psutil
+
+    return [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0].startswith("ray::train_unrecorded")]
+
+
+@pytest.mark.slow
+def test_ray_sweep_resumes_after_its_driver_is_killed(tmp_path, monkeypatch):
+    """The driver (the command) SIGKILLed once a first record is written, then the command again:
+    the records written before the kill are kept as they are (not retrained), the others are
+    trained, each run recorded once, and no temporary file is left."""
+    pytest.importorskip("ray")
+    pytest.importorskip("psutil")
+    import subprocess
+
+    from ray.cluster_utils import Cluster
+
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        command = [sys.executable, "-m", "pyro_probmix.experiments", "toy-regression", "--methods", "ERM",
+                   "--splits", "0-5", "--weight-decays", "0", "--epochs", "300", "--group-size", "1", "--backend", "ray",
+                   "--address", cluster.address, "--out", str(tmp_path), "--quiet", "--no-report"]
+        records = tmp_path / "records"
+        driver = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 600
+        while not list(records.rglob("*.json")) and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert driver.poll() is None, "the sweep ended before it could be killed"
+        driver.kill()
+        driver.wait()
+        while _ray_task_workers() and time.monotonic() < deadline:  # Ray ends the dead job's tasks
+            time.sleep(0.1)
+        before = {p: p.stat().st_mtime_ns for p in records.rglob("*.json")}
+        assert 1 <= len(before) < 6
+        assert subprocess.run(command, cwd=ROOT, stdout=subprocess.DEVNULL).returncode == 0
+    finally:
+        cluster.shutdown()
+    after = {p: p.stat().st_mtime_ns for p in records.rglob("*.json")}
+    assert len(after) == 6 and {p: after[p] for p in before} == before  # kept, not retrained
+    assert sorted(r["split"] for r in RecordStore(tmp_path).all("toy-regression")) == [0, 1, 2, 3, 4, 5]
+    assert list(tmp_path.rglob("*.tmp")) == []
