@@ -7,8 +7,9 @@ import pytest
 
 from pyro_probmix.experiments.cli import main
 from pyro_probmix.experiments.records import RecordStore, RunSpec
-from pyro_probmix.experiments.report import write_report
-from pyro_probmix.experiments.runs_csv import COLUMNS
+from pyro_probmix.experiments.data import ExperimentError
+from pyro_probmix.experiments.report import ANY_CODE, write_report
+from pyro_probmix.experiments.runs_csv import COLUMNS, data_digest
 from pyro_probmix.experiments.sweep import SweepOptions, run_sweep
 
 SPLITS = range(6)
@@ -26,6 +27,9 @@ def _test_metrics(nll, split):
             "coverage": {"0.5": 0.5, "0.8": 0.75, "0.9": 0.875, "0.95": 0.9}, "pit_hist": [split, 1, 2, 3, 4, 5, 6, 7, 8, 9]}
 
 
+CODE = "c0dec0dec0dec0de"
+
+
 def _uci_records(out, datasets=(("yacht", 0.0), ("concrete", 2.0))):
     store = RecordStore(out)
     train = {"epochs": 10, "lr": 0.005, "batch_size": None, "eval_every": 1}
@@ -37,8 +41,8 @@ def _uci_records(out, datasets=(("yacht", 0.0), ("concrete", 2.0))):
             for split in SPLITS:
                 record = {"metrics": {"test": _test_metrics(nlls[split] + offset, split), "val": {"nll": 1.0}},
                           "best_epoch": split + 3}
-                if split % 2:
-                    record["fingerprint"] = f"code-{split}"
+                if split % 2:  # a record of a data file of its own; the even ones are older, with none
+                    record["fingerprint"] = {"code": CODE, "data": {f"{ds}/data.txt": f"{split}"}}
                 store.write(RunSpec.make("uci", ds, method, split, 0, "mlp", hp, train), record)
         for method, hp in (("ERM", {}), ("ProbMix", {"alpha": 1.0, "beta": 0.0})):  # worse on validation
             for split in (0, 1, 2):
@@ -53,7 +57,7 @@ def _report_files(rep):
 
 def test_report_rebuilds_every_table_and_figure_from_the_per_run_csv(tmp_path):
     _uci_records(tmp_path / "records", datasets=[("yacht", 0.0)])
-    path = write_report(tmp_path / "records", figures=True)
+    path = write_report(tmp_path / "records", figures=True, code=ANY_CODE)
     runs_csv = path.parent / "uci_runs.csv"
     with runs_csv.open() as f:
         rows = list(csv.DictReader(f))
@@ -62,21 +66,39 @@ def test_report_rebuilds_every_table_and_figure_from_the_per_run_csv(tmp_path):
     erm = [r for r in rows if r["method"] == "ERM" and r["dataset"] == "yacht"]
     assert [r["split"] for r in erm] == ["0", "1", "2", "3", "4", "5"]
     assert json.loads(erm[0]["hparams"]) == {"weight_decay": 0.0001} and erm[2]["best_epoch"] == "5"
-    assert [r["fingerprint"] for r in erm] == ["", "code-1", "", "code-3", "", "code-5"]
+    assert [r["fingerprint"] for r in erm] == [
+        "" if split % 2 == 0 else '{"code":"%s","data":"%s"}' % (CODE, data_digest({"yacht/data.txt": str(split)}))
+        for split in SPLITS
+    ]
     assert erm[0]["coverage_0.8"] == "0.75" and erm[1]["pit_hist"] == "1 1 2 3 4 5 6 7 8 9"
 
-    again = write_report(tmp_path / "from-csv", figures=True, from_csv=[runs_csv])
+    again = write_report(tmp_path / "from-csv", figures=True, from_csv=[runs_csv], code=ANY_CODE)
     assert again.read_text() == path.read_text()
     assert _report_files(again.parent) == _report_files(path.parent)
-    figures = sorted(p.name for p in (again.parent / "figures").iterdir())
-    assert figures == sorted(p.name for p in (path.parent / "figures").iterdir())
-    assert figures == ["uci_yacht_coverage.png", "uci_yacht_pit.png"]
-    assert all((again.parent / "figures" / f).read_bytes() == (path.parent / "figures" / f).read_bytes() for f in figures)
+
+
+def test_a_report_of_runs_of_two_code_versions_is_refused_or_cut_to_one(tmp_path):
+    _uci_records(tmp_path / "records", datasets=[("yacht", 0.0)])
+    both = write_report(tmp_path / "records", figures=False, code=ANY_CODE).parent / "uci_runs.csv"
+    runs_csv = tmp_path / "uci_runs.csv"
+    runs_csv.write_text(both.read_text())
+    for source in ({"out": tmp_path / "records"}, {"out": tmp_path / "csv", "from_csv": [runs_csv]}):
+        with pytest.raises(ExperimentError, match=r"trained by 2 code versions: no fingerprint \(12 runs\), "
+                                                  r"c0dec0dec0dec0de \(12 runs\); report one of them with --code"):
+            write_report(figures=False, **source)
+        with pytest.warns(UserWarning, match=r"report --code c0dec0dec0dec0de: left out \d+ runs of other code"):
+            path = write_report(figures=False, code=CODE, **source)
+        assert "| yacht |" in path.read_text()
+        with pytest.raises(ExperimentError, match=r"report --code 0123: no run was trained by that code version"):
+            write_report(figures=False, code="0123", **source)
+    with (tmp_path / "records" / "report" / "uci_runs.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert sorted({r["split"] for r in rows}) == ["1", "3", "5"] and all(CODE in r["fingerprint"] for r in rows)
 
 
 def test_report_pairs_each_method_with_erm_and_its_no_mixing_control(tmp_path):
     _uci_records(tmp_path)
-    text = write_report(tmp_path, figures=False).read_text()
+    text = write_report(tmp_path, figures=False, code=ANY_CODE).read_text()
     # ProbMix wins 6/6 against ERM: exact two-sided p = 2 / 2**6
     assert "| Dataset | ProbMix | M-ProbMix | M-ERM |" in text
     assert "| yacht | **6/6, p=0.031** | 5/6, p=0.062 | **6/6, p=0.031** |" in text  # M-ProbMix: one tie

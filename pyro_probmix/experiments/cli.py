@@ -162,6 +162,9 @@ def build_parser():
     rep.add_argument("--no-figures", action="store_true", help="tables only (no matplotlib needed)")
     rep.add_argument("--from-csv", nargs="+", metavar="FILE",
                      help="rebuild the tables and figures from per-run CSV files (<experiment>_runs.csv) alone")
+    rep.add_argument("--code", metavar="FINGERPRINT",
+                     help="report only the runs trained by this code version (the 'code' of the records' "
+                          "fingerprint); without it, runs of several code versions are refused")
     rep.add_argument("--quiet", action="store_true", help="do not print the report's path")
     dl = sub.add_parser("download", help="fetch the UCI splits and the stock CSVs")
     dl.add_argument("--dest", help="data folder; writes uci/ and stocks/ there (default: the data folder of "
@@ -179,7 +182,8 @@ def build_parser():
 
 
 def _train(args):
-    from .report import write_report
+    from .fingerprint import code_fingerprint
+    from .report import ANY_CODE, write_report
     from .suites import ALPHAS, BETAS
     from .sweep import SweepOptions, run_sweep
 
@@ -224,7 +228,9 @@ def _train(args):
     if not args.quiet:
         print(results_table(opts, chosen))
     if not args.no_report:
-        path = write_report(args.out, [args.experiment])
+        # the sweep's own code: records of other versions under --out (another data set's, not
+        # retrained by this command) are left out, named by a warning; --reuse-stale keeps them in
+        path = write_report(args.out, [args.experiment], code=ANY_CODE if args.reuse_stale else code_fingerprint())
         if not args.quiet:
             print(f"report: {path}")
     return 0
@@ -279,7 +285,8 @@ def main(argv=None):
             if not args.from_csv and not (Path(args.out) / "records").is_dir():
                 raise ExperimentError(f"--out {args.out}: no records there (a sweep writes them to <out>/records/)")
             _writable_folder(args.out)
-            path = write_report(args.out, args.experiments, figures=not args.no_figures, from_csv=args.from_csv)
+            path = write_report(args.out, args.experiments, figures=not args.no_figures, from_csv=args.from_csv,
+                                code=args.code)
             if not args.quiet:
                 print(f"report: {path}")
             return 0

@@ -10,6 +10,11 @@ the paper's numbers (Tables 1-4) beside ours where the paper gives them. Below e
 method paired against ERM and against its no-mixing control (:mod:`~pyro_probmix.experiments.evidence`),
 and under the NLL tables a sentence naming the methods that beat their control.
 
+One code version per report: the runs a report uses must all have been trained by the same code
+(the ``code`` part of their fingerprint), else it fails and names the versions it found;
+``code=...`` (``report --code FINGERPRINT``) reports the runs of one version and leaves out, with
+a warning, those of others (a sweep's own report does so for its code).
+
 Every table and figure is made from the runs' rows of the per-run CSV
 (:mod:`~pyro_probmix.experiments.runs_csv`), written here from the records, so that
 ``report --from-csv`` rebuilds them from the CSV alone (except the toy figures drawn over an input
@@ -23,7 +28,8 @@ import csv
 import io
 import json
 import math
-from collections import OrderedDict, defaultdict
+import warnings
+from collections import Counter, OrderedDict, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +44,7 @@ from .runs_csv import read_runs_csv, row_record, run_row, write_runs_csv
 from .sweep import load_selection
 from .tables import METRICS, aggregate, format_cell, hp_key, markdown_table, method_order
 
-__all__ = ["write_report", "report_runs", "final_records", "group_runs", "aggregate", "format_cell", "markdown_table"]
+__all__ = ["ANY_CODE", "code_version", "write_report", "report_runs", "final_records", "group_runs", "aggregate", "format_cell", "markdown_table"]
 
 #: experiment -> the metrics of its tables
 TABLE_METRICS = {
@@ -48,6 +54,9 @@ TABLE_METRICS = {
     "stocks": ("nll", "rmse", "crps"),
 }
 EXPERIMENT_ORDER = ("toy-regression", "toy-classification", "uci", "stocks")
+#: ``write_report(code=ANY_CODE)``: report runs of any code versions together (a sweep run with
+#: ``--reuse-stale``, which keeps records of other code on purpose)
+ANY_CODE = "any"
 
 
 def _val_nll(rec):
@@ -142,6 +151,55 @@ def _csv_text(header, rows):
 
 
 # ----------------------------------------------------------------------------- report
+def code_version(run):
+    """The code fingerprint of a record or of a run read from a per-run CSV (``None`` for runs
+    written before fingerprints existed).
+
+    >>> code_version({"fingerprint": {"code": "dc48", "data": {}}}), code_version({"fingerprint": '{"code":"dc48"}'})
+    ('dc48', 'dc48')
+    >>> code_version({}) is None
+    True
+    """
+    fingerprint = run.get("fingerprint")
+    if isinstance(fingerprint, str):
+        try:
+            fingerprint = json.loads(fingerprint)
+        except ValueError:
+            return fingerprint or None
+    return fingerprint.get("code") if isinstance(fingerprint, dict) else None
+
+
+def _versions_text(runs):
+    counts = Counter(code_version(r) for r in runs)
+    return ", ".join(f"{v or 'no fingerprint'} ({n} runs)" for v, n in counts.most_common())
+
+
+def _of_code(runs, code):
+    """The runs of code version ``code`` (a warning counts the others); ``None``: all of them."""
+    if code is None or code == ANY_CODE:
+        return runs
+    kept = [r for r in runs if code_version(r) == code]
+    if not kept:
+        raise ExperimentError(f"report --code {code}: no run was trained by that code version "
+                              f"(found: {_versions_text(runs) or 'no runs'})")
+    if len(kept) < len(runs):
+        warnings.warn(f"report --code {code}: left out {len(runs) - len(kept)} runs of other code versions "
+                      f"({_versions_text([r for r in runs if code_version(r) != code])})", stacklevel=3)
+    return kept
+
+
+def _check_one_code_version(runs, code):
+    if code == ANY_CODE:
+        return
+    versions = {code_version(r) for r in runs}
+    if len(versions) > 1:
+        raise ExperimentError(
+            f"report: the runs to report were trained by {len(versions)} code versions: {_versions_text(runs)}; "
+            "report one of them with --code FINGERPRINT, or retrain the others (the sweep's command again "
+            "retrains stale records)"
+        )
+
+
 def report_runs(out, records):
     """The runs a report of ``records`` uses, as record-shaped dicts read back from their CSV rows
     (:mod:`~pyro_probmix.experiments.runs_csv`), each with its source under ``"record"``: the
@@ -167,9 +225,10 @@ def report_runs(out, records):
     return runs, [row for row, _ in pairs]
 
 
-def write_report(out, experiments=None, figures=True, from_csv=None):
+def write_report(out, experiments=None, figures=True, from_csv=None, code=None):
     """Write the report of the records under ``out`` (or of the per-run CSV files ``from_csv``)
-    to ``out/report``; returns the path of ``report.md``.
+    to ``out/report``; returns the path of ``report.md``. ``code``: report only the runs of
+    this code version (default: all, which must then share one; :data:`ANY_CODE`: no check).
 
     From the records it also writes ``<experiment>_runs.csv`` (one row per run it uses), from
     which ``from_csv`` rebuilds the same tables and figures, except the toy figures drawn over an
@@ -200,7 +259,9 @@ def write_report(out, experiments=None, figures=True, from_csv=None):
         records = store.all()
         if experiments:
             records = [r for r in records if r["key"]["experiment"] in experiments]
+        records = _of_code(records, code)  # before the selection: its fallback rule reads the records
         runs, rows = report_runs(out, records)
+        _check_one_code_version(runs, code)
         for experiment in dict.fromkeys(row["experiment"] for row in rows):
             write_runs_csv(rep / f"{experiment}_runs.csv", [row for row in rows if row["experiment"] == experiment])
     else:
@@ -211,6 +272,8 @@ def write_report(out, experiments=None, figures=True, from_csv=None):
             raise ExperimentError(f"--from-csv: {e}") from None
         if experiments:
             runs = [r for r in runs if r["key"]["experiment"] in experiments]
+        runs = _of_code(runs, code)
+        _check_one_code_version(runs, code)
     return _write(rep, runs, store, figures)
 
 
