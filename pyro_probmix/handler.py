@@ -2,12 +2,9 @@
 """
 The ``probmix`` effect handler.
 """
-import sys
 import warnings
 from typing import Callable, Iterable, Optional, Union
 
-import pyro.ops.jit
-import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.util import site_is_subsample
@@ -15,6 +12,7 @@ from pyro.poutine.util import site_is_subsample
 from .closed_forms import closed_form_likelihood
 from .embedding import EMBEDDING_KEY
 from .graphs import FullGraph, Graph
+from .jit_guard import check_not_in_compiled_loss, check_not_tracing
 from .labels import CRITERIA, LABEL_FUSIONS, LabelKernel, check_beta, default_label_kernel
 from .likelihood import ProbMixLikelihood, fuse_observed_site, unmask
 from .pairing import LambdaSampler, Pairing, sample_symmetric_beta
@@ -38,9 +36,6 @@ __all__ = [
     "ProbMixLikelihood",
     "sample_symmetric_beta",
 ]
-
-_COMPILED_CALL = pyro.ops.jit.CompiledFunction.__call__.__code__
-
 
 class NothingFusedWarning(UserWarning):
     """A ``with probmix(...)`` block ended without having fused any site."""
@@ -152,12 +147,10 @@ class ProbMixMessenger(Messenger):
 
     # ----------------------------------------------------------------- messages
     def _pyro_param(self, msg):
-        if _inside_compiled_loss():
-            raise RuntimeError(_JIT_MESSAGE)
+        check_not_in_compiled_loss()
 
     def _pyro_sample(self, msg):
-        if torch.jit.is_tracing():
-            raise RuntimeError(_JIT_MESSAGE)
+        check_not_tracing()
         if site_is_subsample(msg):
             self.book.enter_plate(msg)
             return
@@ -301,25 +294,6 @@ class ProbMixMessenger(Messenger):
                 NothingFusedWarning,
                 stacklevel=3,
             )
-
-
-_JIT_MESSAGE = (
-    "probmix cannot be combined with a JIT-compiled ELBO (JitTrace_ELBO, JitTraceEnum_ELBO, "
-    "JitTraceGraph_ELBO, ...): torch.jit.trace records one execution of the model, so the pairs "
-    "and the lambdas drawn then would be frozen into the compiled loss (and a loss compiled "
-    "before entering probmix does not run the handler at all). Use the ELBO without Jit "
-    "(Trace_ELBO, TraceEnum_ELBO, ...) inside probmix"
-)
-
-
-def _inside_compiled_loss():
-    """Whether the current call comes from a loss compiled by :func:`pyro.ops.jit.trace`."""
-    frame = sys._getframe(2)
-    while frame is not None:
-        if frame.f_code is _COMPILED_CALL:
-            return True
-        frame = frame.f_back
-    return False
 
 
 def _check_choice(name, value, choices):
