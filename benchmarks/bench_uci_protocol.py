@@ -27,7 +27,7 @@ import torch
 
 from pyro_probmix.experiments.methods import METHOD_NAMES, resolve_method
 from pyro_probmix.experiments.suites import ALPHAS, BETAS, get_suite
-from pyro_probmix.experiments.sweep import ROWS_PER_GROUP
+from pyro_probmix.experiments.executor import ROWS_PER_GROUP
 from pyro_probmix.experiments.train import TrainConfig, train_group
 
 SELECT_SPLITS = 3

@@ -475,7 +475,7 @@ def test_freed_memory_is_kept_for_reuse_on_glibc():
 
 def test_groups_fill_a_row_budget():
     from pyro_probmix.experiments.records import RunSpec
-    from pyro_probmix.experiments.sweep import ROWS_PER_GROUP, _groups
+    from pyro_probmix.experiments.executor import ROWS_PER_GROUP, _groups
 
     specs = [RunSpec.make("uci", ds, "ERM", s, 0, "mlp", {}, {"epochs": 1}) for ds in ("small", "big") for s in range(20)]
     groups = _groups(specs, None, {"small": 300, "big": ROWS_PER_GROUP})

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_probmix.experiments import sweep as sweep_module
+from pyro_probmix.experiments import executor as executor_module
 from pyro_probmix.experiments.cli import main
 from pyro_probmix.experiments.data import (
     ExperimentError,
@@ -164,7 +164,7 @@ def test_resume_after_sigkill_finishes_without_duplicates(tmp_path):
 
 def test_resume_after_an_exception(tmp_path, monkeypatch):
     out = tmp_path / "out"
-    real = sweep_module.run_group
+    real = executor_module.run_group
     calls = []
 
     def flaky(*args, **kwargs):
@@ -173,16 +173,16 @@ def test_resume_after_an_exception(tmp_path, monkeypatch):
             raise RuntimeError("injected failure")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sweep_module, "run_group", flaky)
+    monkeypatch.setattr(executor_module, "run_group", flaky)
     with pytest.raises(RuntimeError, match="injected"):
         main([*TOY, "--epochs", "3", "--out", str(out), "--quiet"])
     assert len(_records(out)) == 2
-    monkeypatch.setattr(sweep_module, "run_group", real)
+    monkeypatch.setattr(executor_module, "run_group", real)
     assert main([*TOY, "--epochs", "3", "--out", str(out), "--quiet"]) == 0
     assert len(_records(out)) == TOY_RUNS
     # a rerun has nothing to do
     count = []
-    monkeypatch.setattr(sweep_module, "run_group", lambda *a, **k: count.append(1))
+    monkeypatch.setattr(executor_module, "run_group", lambda *a, **k: count.append(1))
     assert main([*TOY, "--epochs", "3", "--out", str(out), "--quiet"]) == 0 and not count
     selection = json.loads((out / "selection" / "toy-regression" / "mlp" / "cubic.json").read_text())
     assert selection["ProbMix"]["hparams"]["alpha"] in (0.1, 0.5) and len(selection["ProbMix"]["val_nll"]) == 2
@@ -284,7 +284,8 @@ def test_cli_trains_a_synthetic_uci_folder(tmp_path):
 def test_worker_processes_write_the_same_records(tmp_path):
     """The --jobs path (spawned workers), with one worker so that one training runs at a time."""
     from pyro_probmix.experiments.progress import Progress
-    from pyro_probmix.experiments.sweep import SweepOptions, _groups, _run_pool, run_sweep
+    from pyro_probmix.experiments.executor import _groups, _run_pool
+    from pyro_probmix.experiments.sweep import SweepOptions, run_sweep
 
     opts = SweepOptions("toy-classification", methods=["ERM", "LocKMix"], splits=[0, 1], epochs=2,
                         alphas=[0.2], betas=[0.0], out=tmp_path / "pool", quiet=True)

@@ -16,7 +16,7 @@ import pyro_probmix.experiments.fingerprint as fingerprint_module
 from pyro_probmix.experiments.cli import main
 from pyro_probmix.experiments.methods import METHOD_NAMES, resolve_method
 from pyro_probmix.experiments.records import VOLATILE_FIELDS, Checkpoint, RecordError, RecordStore, RunSpec
-from pyro_probmix.experiments.sweep import run_group
+from pyro_probmix.experiments.group import run_group
 from pyro_probmix.experiments.train import TrainConfig, train_group
 
 TRAIN = {"epochs": 4, "lr": 0.01, "batch_size": None, "eval_every": 1}

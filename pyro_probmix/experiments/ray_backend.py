@@ -2,8 +2,8 @@
 """
 ``--backend ray [--address HOST:PORT]``: the run groups of a sweep as Ray tasks.
 
-The same groups as ``--jobs N`` (:func:`~pyro_probmix.experiments.sweep.execute` makes them),
-each trained by :func:`~pyro_probmix.experiments.sweep.run_group` in a Ray task of ``--threads``
+The same groups as ``--jobs N`` (:func:`~pyro_probmix.experiments.executor.execute` makes them),
+each trained by :func:`~pyro_probmix.experiments.group.run_group` in a Ray task of ``--threads``
 CPUs (one GPU too with ``--device cuda``), which writes its records with the
 :class:`~pyro_probmix.experiments.records.RecordStore` exactly as a local worker does: one file
 per run, atomically. Ray retries a task whose worker died (:data:`MAX_RETRIES` times); the retry
@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from .group import run_group
 from .records import RecordStore
 
 __all__ = ["MAX_RETRIES", "run_groups", "train_unrecorded"]
@@ -51,8 +52,6 @@ def _import_ray():
 def train_unrecorded(experiment, specs, out, device, data_root, compile, threads):
     """Train, as one group, the runs of ``specs`` that have no record under ``out`` yet, and
     return their number (the body of a Ray task; a retry skips what an earlier try wrote)."""
-    from .sweep import run_group  # sweep imports this module only when --backend ray is used
-
     torch.set_num_threads(threads)
     store = RecordStore(out)
     todo = [spec for spec in specs if not store.exists(spec)]
