@@ -22,10 +22,10 @@ from pyro_probmix.experiments.data import (
     UCIDataset,
     default_stocks_root,
     default_uci_root,
-    stock_split,
 )
 from pyro_probmix.experiments.records import RecordStore, RunSpec
 from pyro_probmix.experiments.report import write_report
+from pyro_probmix.experiments.stock_data import stock_split
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_UCI = REPO.parent / "shared" / "data" / "uci"

@@ -29,8 +29,9 @@ import urllib.request
 from importlib import resources
 from pathlib import Path
 
-from .data import EXTRA_UCI_DATASETS, PAPER_UCI_DATASETS, STOCK_TICKERS, ExperimentError, default_data_root
+from .data import EXTRA_UCI_DATASETS, PAPER_UCI_DATASETS, ExperimentError, default_data_root
 from .records import atomic_write_bytes
+from .stock_data import STOCK_TICKERS
 
 __all__ = ["DEFAULT_BASE_URL", "download", "uci_url", "stock_url", "shipped_checksums"]
 

@@ -34,13 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import EXTRA_UCI_DATASETS, PAPER_UCI_DATASETS, STOCK_TICKERS, ExperimentError
+from .data import EXTRA_UCI_DATASETS, PAPER_UCI_DATASETS, ExperimentError
 from .evidence import control_sentence, paired_tables
 from .methods import METHODS
 from .paper_numbers import PAPER, RESCALED, TABLE_NAMES
 from .records import RecordStore
 from .report_figures import ablation_section, dataset_figures
 from .runs_csv import read_runs_csv, row_record, run_row, write_runs_csv
+from .stock_data import STOCK_TICKERS
 from .sweep import load_selection
 from .tables import METRICS, aggregate, format_cell, hp_key, markdown_table, method_order
 

@@ -12,17 +12,16 @@ from pathlib import Path
 
 from .data import (
     PAPER_UCI_DATASETS,
-    STOCK_TICKERS,
     ExperimentError,
     UCIDataset,
     available_uci_datasets,
     default_stocks_root,
     default_uci_root,
-    stock_split,
     toy_regression,
     toy_rings,
 )
 from .methods import METHOD_NAMES, PAPER_STOCK_METHODS
+from .stock_data import STOCK_TICKERS, stock_split
 
 __all__ = ["Suite", "SUITES", "get_suite", "init_seed", "ALPHAS", "BETAS"]
 
