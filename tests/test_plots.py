@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-from pyro_probmix.experiments import plots
 from pyro_probmix.experiments.plots import (
     line_style,
     plot_boxplots,
@@ -20,6 +19,8 @@ from pyro_probmix.experiments.plots import (
     plot_regression_bands,
     plot_reliability,
 )
+from pyro_probmix.experiments.plots import ablation
+from pyro_probmix.experiments.plots.ablation import _box_limits
 from pyro_probmix.metrics import interval_coverage, pit, reliability_bins
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -112,17 +113,17 @@ def test_line_styles_are_distinct_for_a_dozen_methods():
 
 def test_box_limits_clip_one_far_outlier_and_frame_ordinary_runs():
     boxes = [np.arange(10.0), np.arange(10.0) + 5, np.array([*range(9), 6800.0])]
-    low, high, clipped = plots._box_limits(boxes)
+    low, high, clipped = _box_limits(boxes)
     # whiskers: 0 to 14 (the outlier is beyond q3 + 1.5 IQR of its box), padded by 5 %
     assert clipped and (low, high) == pytest.approx((-0.7, 14.7))
-    low, high, clipped = plots._box_limits(boxes[:2])
+    low, high, clipped = _box_limits(boxes[:2])
     assert not clipped and (low, high) == pytest.approx((-0.7, 14.7))
-    assert plots._box_limits([np.array([-2.0, -1.0]), np.array([])]) == pytest.approx((-2.05, -0.95, False))
+    assert _box_limits([np.array([-2.0, -1.0]), np.array([])]) == pytest.approx((-2.05, -0.95, False))
 
 
 def test_a_clipped_box_plot_names_the_runs_off_its_axis(tmp_path, monkeypatch):
     saved = {}
-    monkeypatch.setattr(plots, "_save", lambda fig, path: saved.setdefault("fig", fig) and path)
+    monkeypatch.setattr(ablation, "_save", lambda fig, path: saved.setdefault("fig", fig) and path)
     plot_boxplots({"ERM": list(range(10)), "Mix": [*range(9), 6800.0]}, tmp_path / "box.png", "NLL (nats)", "NLL")
     (ax,) = saved["fig"].axes
     assert ax.get_ylim() == pytest.approx((-0.45, 9.45))  # both boxes' whiskers: 0 to 9
