@@ -5,6 +5,7 @@ The ``probmix`` effect handler.
 import warnings
 from typing import Callable, Iterable, Optional, Union
 
+import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.util import site_is_subsample
@@ -17,7 +18,7 @@ from .labels import CRITERIA, LABEL_FUSIONS, LabelKernel, check_beta, default_la
 from .likelihood import ProbMixLikelihood, fuse_observed_site, unmask
 from .pairing import LambdaSampler, Pairing, sample_symmetric_beta
 from .plates import (
-    PARTICLE_PLATE,
+    SAMPLE_PLATES,
     PairingBook,
     data_frame,
     observed_rows,
@@ -182,7 +183,7 @@ class ProbMixMessenger(Messenger):
             return
         if self.sites is not None and msg["name"] not in self.sites:
             return
-        vectorized = [f for f in msg["cond_indep_stack"] if f.vectorized and f.name != PARTICLE_PLATE]
+        vectorized = [f for f in msg["cond_indep_stack"] if f.vectorized and f.name not in SAMPLE_PLATES]
         if any(f.name == self.book.data_plate for f in vectorized) or (self.book.data_plate is None and len(vectorized) == 1):
             raise ValueError(
                 f"site {msg['name']!r} is observed by a handler outside probmix (e.g. "
@@ -237,6 +238,11 @@ class ProbMixMessenger(Messenger):
         frame = self._data_frame(msg)
         if frame is None:
             return
+        if not isinstance(msg["value"], torch.Tensor):
+            raise TypeError(
+                f"site {msg['name']!r}: the observed value is a {type(msg['value']).__name__}, not "
+                f"a torch.Tensor; pass obs=torch.as_tensor(...) (plain Pyro's log_prob refuses it too)"
+            )
         fn, mask = unmask(msg["fn"], msg["mask"])
         if mask is False:
             self._left_alone[msg["name"]] = "masked out"
@@ -248,6 +254,7 @@ class ProbMixMessenger(Messenger):
                 raise type(e)(f"site {msg['name']!r}: {e}") from e
         rows = rows_of(msg, fn, frame)
         pairing = self._pairing(msg, frame, rows, observed=observed_rows(mask, frame.dim))
+        pairing.observed_fused = True
         fuse_observed_site(
             msg, frame.dim, pairing, self.pool, lambda base: self._kernel(msg, base),
             self.label_fusion, self.criterion, self.num_samples,
@@ -275,6 +282,7 @@ class ProbMixMessenger(Messenger):
 
     # ----------------------------------------------------------------- end of a block
     def _check_block(self):
+        self.book.check_finished()
         if self.sites is not None:
             missing = sorted(self.sites - self._fused)
             if missing:

@@ -148,10 +148,31 @@ def _check_value(name, fn, value):
                 + f" (first at index {tuple(int(i) for i in (~inside).nonzero()[0])}); a fused "
                 f"pair scores both rows' values, so every value must be valid"
             )
-    if not support_is_discrete(fn) and not torch.is_floating_point(value):
-        # a continuous family scores integer values as reals, as plain Pyro does
-        value = value.to(_param_dtype(fn, value))
+    if not support_is_discrete(fn):
+        dtype = scoring_dtype(fn, value)
+        if value.dtype != dtype:
+            value = value.to(dtype)
     return value
+
+
+def scoring_dtype(fn, value):
+    """
+    The floating dtype a site of distribution ``fn`` and observed ``value`` is fused in (its
+    lambdas' too): a continuous family's own, so that it scores integer values as reals, as plain
+    Pyro does, and values of another floating dtype in its dtype (the pooled rules, e.g.
+    ``torch.lerp``, take one dtype: a float64 observation of a float32 model is scored in
+    float32); else the values' floating dtype; else the family's, or torch's default.
+
+    >>> scoring_dtype(torch.distributions.Normal(0.0, 1.0), torch.tensor(1.0, dtype=torch.float64))
+    torch.float32
+    """
+    if not support_is_discrete(fn):
+        dtype = _param_dtype(fn)
+        if dtype is not None:
+            return dtype
+    if torch.is_floating_point(value):
+        return value.dtype
+    return _param_dtype(fn) or torch.get_default_dtype()
 
 
 def support_is_discrete(fn):
@@ -161,11 +182,12 @@ def support_is_discrete(fn):
         return False
 
 
-def _param_dtype(fn, value):
+def _param_dtype(fn):
+    """The dtype of a distribution's parameters (that of its mean), or None if it has no mean."""
     try:
         return fn.mean.dtype
     except NotImplementedError:
-        return torch.get_default_dtype()
+        return None
 
 
 def fuse_observed_site(
@@ -193,7 +215,7 @@ def fuse_observed_site(
     partner = pairing.partner
     event_dim = len(fn.event_shape)
     value = value.expand(fn.batch_shape + fn.event_shape)
-    lam = pairing.lam_in(value.dtype if torch.is_floating_point(value) else _param_dtype(fn, value))
+    lam = pairing.lam_in(scoring_dtype(fn, value))
     lam = lam.reshape((-1,) + (1,) * (-dim - 1))
     partner_value = value.index_select(dim - event_dim, partner)
     if isinstance(mask, torch.Tensor):

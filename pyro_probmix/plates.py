@@ -9,12 +9,13 @@ from pyro.poutine.replay_messenger import ReplayMessenger
 from pyro.poutine.runtime import _PYRO_STACK
 
 from .embedding import EMBEDDING_KEY
-from .likelihood import mask_and
+from .likelihood import mask_and, scoring_dtype
 from .pairing import draw_subsample, draw_within
 
 __all__ = [
-    "PARTICLE_PLATE",
+    "SAMPLE_PLATES",
     "PairingBook",
+    "check_labelled",
     "data_frame",
     "guide_site",
     "observed_rows",
@@ -26,7 +27,9 @@ __all__ = [
     "value_dtype",
 ]
 
-PARTICLE_PLATE = "num_particles_vectorized"  # the plate over particles of pyro.infer.elbo: never a data plate
+# plates over samples, never a data plate: the particles of pyro.infer.elbo (and Importance),
+# the samples of pyro.infer.Predictive(parallel=True)
+SAMPLE_PLATES = ("num_particles_vectorized", "_num_predictive_samples")
 
 
 def data_frame(msg, data_plate):
@@ -45,7 +48,7 @@ def data_frame(msg, data_plate):
     ('data', (None, 'outside any plate'))
     """
     stack = msg["cond_indep_stack"]
-    vectorized = [f for f in stack if f.vectorized and f.name != PARTICLE_PLATE]
+    vectorized = [f for f in stack if f.vectorized and f.name not in SAMPLE_PLATES]
     sequential = [f for f in stack if not f.vectorized]
     if data_plate is not None:
         frames = [f for f in vectorized if f.name == data_plate]
@@ -109,10 +112,14 @@ def training_rows(graph, frame, rows, indices):
         torch.equal(indices, nodes) or torch.equal(torch.sort(indices).values, nodes)
     )
     if not whole:
+        other_plate = (
+            f"If another plate holds the {n} training rows, name it: probmix(..., plate=...). "
+            if frame.full_size != n else ""
+        )
         raise ValueError(
             f"{graph!r} pairs the {n} training rows, but plate {frame.name!r} holds "
             f"{rows} of {frame.full_size} rows chosen outside probmix, so a partner may lie "
-            f"outside the batch. Declare pyro.plate({frame.name!r}, {n}, subsample_size=B) "
+            f"outside the batch. {other_plate}Otherwise declare pyro.plate({frame.name!r}, {n}, subsample_size=B) "
             f"inside the model (probmix then draws anchors and their partners; pass "
             f"probmix(..., plate={frame.name!r}) if several plates have {n} rows), give the "
             f"full batch in any order with pyro.plate({frame.name!r}, {n}, subsample=order), "
@@ -222,7 +229,7 @@ class PairingBook:
         )
         msg["value"] = indices
         self.drawn[name] = indices, pairing
-        self.latest[name] = pairing
+        self._set_latest(name, pairing)
 
     def drawn_plate_of(self, msg):
         """``(frame, Pairing)`` of the subsample the handler drew, if ``msg`` is in that plate."""
@@ -248,11 +255,22 @@ class PairingBook:
             if within is None or within[0] is not indices or msg["name"] in within[1].used_by:
                 pairing = self._draw_within(msg, frame, rows, indices, observed)
                 self.within[name] = indices, pairing
-                self.latest[name] = pairing
+                self._set_latest(name, pairing)
             else:
                 pairing = within[1]
         pairing.used_by.add(msg["name"])
         return pairing
+
+    def _set_latest(self, name, pairing):
+        """Start the pairing of a new execution of plate ``name``, after checking the one before."""
+        if name in self.latest:
+            check_labelled(name, self.latest[name])
+        self.latest[name] = pairing
+
+    def check_finished(self):
+        """At the end of a block: checks the pairing of each plate's last execution."""
+        for name, pairing in self.latest.items():
+            check_labelled(name, pairing)
 
     def _draw_within(self, msg, frame, rows, indices, observed):
         device = msg["value"].device  # where the rows live, whatever the plate's device
@@ -263,12 +281,32 @@ class PairingBook:
         return draw_within(self.graph, self.lam_sampler, frame.name, nodes, value_dtype(msg), observed)
 
 
+def check_labelled(plate, pairing):
+    """
+    Refuses an execution of the model in which embedding sites of ``plate`` were pooled but no
+    observed site was fused: M-ProbMix fuses the labels of the observed sites after a pooled
+    embedding, so without one the pass computed predictions from the pooled embedding of two rows
+    (e.g. ``Predictive`` inside a ``probmix`` block), which predict neither row.
+
+    >>> from pyro_probmix.pairing import Pairing
+    >>> check_labelled("data", Pairing(torch.tensor([1, 0]), torch.tensor([0.5, 0.5]), embedded=True, used_by={"z"}))
+    Traceback (most recent call last):
+    ...
+    ValueError: embedding site 'z' of plate 'data' was pooled in an execution of the model that fused no observed site ...
+    """
+    if pairing.embedded and not pairing.observed_fused:
+        names = ", ".join(repr(n) for n in sorted(pairing.used_by))
+        raise ValueError(
+            f"embedding site {names} of plate {plate!r} was pooled in an execution of the model "
+            f"that fused no observed site (no observation, or all masked out), so its outputs came "
+            f"from the pooled embedding of two rows and predict neither: a prediction pass "
+            f"(pyro.infer.Predictive, a forward pass with obs=None) inside a probmix block. Run "
+            f"predictions outside the block, where embedding sites are not pooled; in training, "
+            f"the observed sites after an embedding must be observed, in plate {plate!r} and, "
+            f"with sites=, named there"
+        )
+
+
 def value_dtype(msg):
-    """The floating dtype of a site's values (of its distribution's, for integer values)."""
-    value = msg["value"]
-    if torch.is_floating_point(value):
-        return value.dtype
-    try:
-        return msg["fn"].mean.dtype
-    except NotImplementedError:
-        return torch.get_default_dtype()
+    """The floating dtype a site is fused in (:func:`~pyro_probmix.likelihood.scoring_dtype`)."""
+    return scoring_dtype(msg["fn"], msg["value"])

@@ -1,0 +1,137 @@
+# SPDX-License-Identifier: Apache-2.0
+"""
+What users hand the handler besides a training step: prediction passes inside a block, observed
+values of other types and dtypes, and models with more than one plate. Each either gives the
+documented objective (checked against the same model with the input made plain) or is refused
+with the site's name.
+"""
+import warnings
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import SVI, Predictive, Trace_ELBO
+from pyro.infer.autoguide import AutoNormal
+
+from pyro_probmix import embedding, probmix
+from pyro_probmix.graphs import KNNGraph
+
+X = torch.linspace(-1.0, 1.0, 6, dtype=torch.float64)
+
+
+def _no_guide(*args, **kwargs):
+    pass
+
+
+def loss_of(model, *args, guide=_no_guide):
+    return Trace_ELBO().differentiable_loss(model, guide, *args)
+
+
+# ----------------------------------------------------------------------------- predictions
+def embedding_model(x, y=None):
+    w = pyro.param("W", torch.ones(1, 2, dtype=torch.float64))
+    v = pyro.param("v", torch.ones(2, dtype=torch.float64))
+    sigma = pyro.sample("sigma", dist.LogNormal(torch.tensor(0.0, dtype=torch.float64), 1.0))
+    with pyro.plate("data", x.shape[0]):
+        z = embedding("z", dist.Normal(x[:, None] @ w, 0.1).to_event(1), mean=True)
+        return pyro.sample("obs", dist.Normal(z @ v, sigma), obs=y)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_predictive_of_an_embedding_model_inside_a_block_is_refused(parallel):
+    """Predictions from a pooled embedding predict neither row: refused, not returned."""
+    pyro.clear_param_store()
+    guide = AutoNormal(embedding_model)
+    svi = SVI(embedding_model, guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO())
+    with probmix(lam=0.5):
+        svi.step(X, 2 * X)  # training fuses obs after the pooled embedding: accepted
+    predictive = Predictive(embedding_model, guide=guide, num_samples=4, parallel=parallel, return_sites=["z"])
+    outside = predictive(X)["z"]
+    assert torch.equal(outside[0], X[:, None] @ pyro.param("W").detach())  # the embedding's mean, unpooled
+    with pytest.raises(ValueError, match=r"embedding site 'z' of plate 'data' was pooled in an execution of the "
+                                         r"model that fused no observed site .* Run predictions outside the block"):
+        with probmix(lam=0.5):
+            predictive(X)
+
+
+def plain_model(x, y=None):
+    w = pyro.sample("w", dist.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0))
+    with pyro.plate("data", x.shape[0]):
+        return pyro.sample("obs", dist.Normal(w * x, 0.5), obs=y)
+
+
+def test_parallel_predictive_with_observations_inside_a_block_is_left_alone():
+    """Predictive's plate over samples is not a data plate: the observed site is Predictive's
+    masked one, left alone, and the block says that it fused nothing."""
+    pyro.clear_param_store()
+    guide = AutoNormal(plain_model)
+    SVI(plain_model, guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO()).step(X, 2 * X)
+    predictive = Predictive(plain_model, guide=guide, num_samples=5, parallel=True)
+    pyro.set_rng_seed(1)
+    outside = predictive(X, 2 * X)["obs"]
+    with pytest.warns(UserWarning, match=r"fused no site .* 'obs' \(masked out\)"):
+        with probmix(lam=0.5):
+            pyro.set_rng_seed(1)
+            inside = predictive(X, 2 * X)["obs"]
+    assert torch.equal(inside, outside)
+
+
+# ----------------------------------------------------------------------------- observed values
+def test_an_observed_python_float_is_refused_with_the_site_name():
+    def model():
+        with pyro.plate("data", 4):
+            pyro.sample("y", dist.Normal(torch.zeros(4), 1.0), obs=1.5)
+
+    with pytest.raises(TypeError, match=r"site 'y': the observed value is a float, not a torch.Tensor"):
+        with probmix(lam=0.5):
+            loss_of(model)
+
+
+def regression(loc_dtype, family):
+    def model(y):
+        loc = (X * torch.arange(1.0, 7.0, dtype=torch.float64)).to(loc_dtype)
+        with pyro.plate("data", 6):
+            if family == "Normal":  # closed form
+                d = dist.Normal(loc, 0.5 + loc.abs())
+            else:  # the general path of log-linear pooling
+                d = dist.Gamma(1.0 + loc.abs(), 2.0 + loc.square())
+            pyro.sample("y", d, obs=y)
+
+    return model
+
+
+@pytest.mark.parametrize("family", ["Normal", "Gamma"])
+@pytest.mark.parametrize("fusion", ["log_linear", "linear"])
+@pytest.mark.parametrize("model_dtype, obs_dtype", [(torch.float32, torch.float64), (torch.float64, torch.float32)])
+def test_an_observation_of_another_float_dtype_is_scored_in_the_model_dtype(family, fusion, model_dtype, obs_dtype):
+    model = regression(model_dtype, family)
+    y = torch.tensor([0.3, 1.1, 0.7, 2.5, 0.2, 1.9], dtype=obs_dtype)
+    losses = []
+    for value in (y, y.to(model_dtype)):
+        pyro.set_rng_seed(0)
+        with probmix(lam=0.3, fusion=fusion):
+            losses.append(loss_of(model, value))
+    assert losses[0].dtype == model_dtype
+    assert losses[0].item() == losses[1].item()
+
+
+# ----------------------------------------------------------------------------- plates
+def test_a_graph_over_one_plate_names_the_fix_when_another_plate_comes_first():
+    users = torch.randn(5, 2)
+
+    def model():
+        with pyro.plate("items", 3):
+            pyro.sample("yi", dist.Normal(torch.zeros(3), 1.0), obs=torch.zeros(3))
+        with pyro.plate("users", 5):
+            pyro.sample("yu", dist.Normal(torch.zeros(5), 1.0), obs=torch.ones(5))
+
+    with pytest.raises(ValueError, match=r"plate 'items' holds 3 of 3 rows .* If another plate holds the 5 "
+                                         r"training rows, name it: probmix\(\.\.\., plate=\.\.\.\)"):
+        with probmix(lam=0.5, graph=KNNGraph(users, k=2)):
+            loss_of(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with probmix(lam=0.5, graph=KNNGraph(users, k=2), plate="users") as handler:
+            loss_of(model)
+    assert set(handler.pairings) == {"users"}
