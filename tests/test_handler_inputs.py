@@ -1,21 +1,24 @@
 # SPDX-License-Identifier: Apache-2.0
 """
 What users hand the handler besides a training step: prediction passes inside a block, observed
-values of other types and dtypes, and models with more than one plate. Each either gives the
+values of other types and dtypes, models with more than one plate, and the other ELBOs,
+scales and models without a data plate. Each either gives the
 documented objective (checked against the same model with the input made plain) or is refused
 with the site's name.
 """
+import math
 import warnings
 
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from pyro.infer import SVI, Predictive, Trace_ELBO
+from pyro import poutine
+from pyro.infer import SVI, Predictive, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.autoguide import AutoNormal
 
 from pyro_probmix import embedding, probmix
-from pyro_probmix.graphs import KNNGraph
+from pyro_probmix.graphs import Graph, KNNGraph
 
 X = torch.linspace(-1.0, 1.0, 6, dtype=torch.float64)
 
@@ -135,3 +138,94 @@ def test_a_graph_over_one_plate_names_the_fix_when_another_plate_comes_first():
         with probmix(lam=0.5, graph=KNNGraph(users, k=2), plate="users") as handler:
             loss_of(model)
     assert set(handler.pairings) == {"users"}
+
+
+# ----------------------------------------------------------------------------- ELBOs, scales, GPs
+class ShiftGraph(Graph):
+    """Row i is paired with row i + 1 (mod N): known pairs for exact references."""
+
+    def _sample(self, anchors, num_rows):
+        return (anchors + 1) % num_rows
+
+
+SCALE = torch.tensor([0.5, 1.0, 1.5, 0.7, 2.0], dtype=torch.float64)
+XS = torch.linspace(-1.0, 1.0, 5, dtype=torch.float64)
+YS = torch.tensor([0.3, -1.2, 0.8, 2.0, -0.4], dtype=torch.float64)
+LAM = 0.3
+
+
+def fused_normal_log_lik(loc, y, lam=LAM):
+    """Brute force: the log-linear pool of row i's and row i + 1's Normal, scored at both labels
+    with weights lam and 1 - lam (beta = 0), summed over the rows."""
+    partner = (torch.arange(loc.shape[-1]) + 1) % loc.shape[-1]
+    loc_j, scale_j, y_j = loc[..., partner], SCALE[partner], y[partner]
+    precision = lam / SCALE**2 + (1 - lam) / scale_j**2
+    mean = (lam * loc / SCALE**2 + (1 - lam) * loc_j / scale_j**2) / precision
+    pool = dist.Normal(mean, precision.rsqrt())
+    return (lam * pool.log_prob(y) + (1 - lam) * pool.log_prob(y_j)).sum(-1)
+
+
+def latent_model(x, y):
+    w = pyro.sample("w", dist.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("y", dist.Normal(w * x, SCALE), obs=y)
+
+
+def recording_guide(draws):
+    def guide(x, y):
+        q = dist.Normal(pyro.param("q_loc", torch.tensor(0.3, dtype=torch.float64)),
+                        pyro.param("q_scale", torch.tensor(0.8, dtype=torch.float64)))
+        draws.append(pyro.sample("w", q).detach())
+
+    return guide
+
+
+@pytest.mark.parametrize("num_particles, vectorize", [(1, False), (2, False), (2, True)])
+def test_renyi_elbo_bounds_the_fused_likelihood(num_particles, vectorize):
+    pyro.clear_param_store()
+    draws = []
+    elbo = RenyiELBO(alpha=0.5, num_particles=num_particles, vectorize_particles=vectorize, max_plate_nesting=1)
+    with probmix(lam=LAM, graph=ShiftGraph()):
+        loss = elbo.loss(latent_model, recording_guide(draws), XS, YS)
+    w = torch.cat([d.reshape(-1) for d in draws])
+    q = dist.Normal(pyro.param("q_loc"), pyro.param("q_scale"))
+    log_w = dist.Normal(0.0, 1.0).log_prob(w) + fused_normal_log_lik(w[:, None] * XS, YS) - q.log_prob(w)
+    reference = -(torch.logsumexp(0.5 * log_w, 0) - math.log(len(w))) / 0.5
+    assert len(w) == num_particles
+    assert loss == pytest.approx(reference.item(), abs=1e-10)
+
+
+def test_mean_field_elbo_with_vectorized_particles_shares_one_pairing():
+    pyro.clear_param_store()
+    draws = []
+    elbo = TraceMeanField_ELBO(num_particles=3, vectorize_particles=True, max_plate_nesting=1)
+    with probmix(lam=LAM, graph=ShiftGraph()):
+        loss = elbo.loss(latent_model, recording_guide(draws), XS, YS)
+    w = draws[0].reshape(-1)
+    kl = torch.distributions.kl_divergence(dist.Normal(pyro.param("q_loc"), pyro.param("q_scale")), dist.Normal(0.0, 1.0))
+    reference = -fused_normal_log_lik(w[:, None] * XS, YS).mean() + kl
+    assert len(w) == 3 and loss == pytest.approx(reference.item(), abs=1e-10)
+
+
+@pytest.mark.parametrize("where", ["model", "outside the wrapped model"])
+def test_poutine_scale_multiplies_the_fused_objective(where):
+    def model(x, y):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("y", dist.Normal(2.0 * x, SCALE), obs=y)
+
+    handler = probmix(lam=LAM, graph=ShiftGraph())
+    scaled = poutine.scale(handler(model), 0.1) if where != "model" else handler(poutine.scale(model, 0.1))
+    loss = Trace_ELBO().loss(scaled, _no_guide, XS, YS)
+    assert loss == pytest.approx(-0.1 * fused_normal_log_lik(2.0 * XS, YS).item(), abs=1e-12)
+
+
+def test_a_gaussian_process_has_no_data_plate_and_the_block_says_so():
+    gp = pytest.importorskip("pyro.contrib.gp")
+    pyro.clear_param_store()
+    model = gp.models.GPRegression(XS, YS, gp.kernels.RBF(input_dim=1), noise=torch.tensor(0.1, dtype=torch.float64))
+    svi = SVI(model.model, model.guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO())
+    plain = svi.evaluate_loss()
+    with pytest.warns(UserWarning, match=r"fused no site .* 'y' \(outside any plate\)"):
+        with probmix(alpha=0.5):
+            inside = svi.evaluate_loss()
+    assert inside == plain
