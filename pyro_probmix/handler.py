@@ -15,13 +15,14 @@ from .embedding import EMBEDDING_KEY
 from .graphs import FullGraph, Graph
 from .jit_guard import check_not_in_compiled_loss, check_not_tracing
 from .labels import CRITERIA, LABEL_FUSIONS, LabelKernel, check_beta, default_label_kernel
-from .likelihood import ProbMixLikelihood, fuse_observed_site, unmask
+from .likelihood import ProbMixLikelihood, fuse_observed_site, is_factor, unmask
 from .pairing import LambdaSampler, Pairing, sample_symmetric_beta
 from .plates import (
     SAMPLE_PLATES,
     PairingBook,
     data_frame,
     observed_rows,
+    replaying_a_guide,
     rows_of,
     score_anchors_only,
     value_dtype,
@@ -160,13 +161,11 @@ class ProbMixMessenger(Messenger):
         if EMBEDDING_KEY in msg["infer"]:
             if self.sites is None or msg["name"] in self.sites:
                 self._fuse_embedding(msg)
-        elif (
-            msg["is_observed"]
-            and not msg["infer"].get("is_auxiliary")
-            and not msg["infer"].get("_deterministic")
-            and (self.sites is None or msg["name"] in self.sites)
-        ):
-            self._fuse_observation(msg)
+        elif msg["is_observed"] and (self.sites is None or msg["name"] in self.sites):
+            if is_factor(msg):
+                self._check_factor(msg)
+            elif not msg["infer"].get("is_auxiliary") and not msg["infer"].get("_deterministic"):
+                self._fuse_observation(msg)
         drawn = self.book.drawn_plate_of(msg)
         if drawn is not None:
             score_anchors_only(msg, *drawn)
@@ -233,6 +232,24 @@ class ProbMixMessenger(Messenger):
         msg["fn"] = pooled.mask(False)
         msg["value"] = pooled.mean if msg["infer"][EMBEDDING_KEY]["mean"] else pooled.rsample()
         pairing.embedded = True
+
+    def _check_factor(self, msg):
+        """A ``pyro.factor`` adds a log-density term, which has no distribution to pool: inside
+        the data plate of a model being trained it would stay unfused beside the fused sites (or
+        be evaluated at a pooled embedding), so it is refused there."""
+        frame, _ = data_frame(msg, self.book.data_plate)
+        if frame is None:
+            return  # a term outside the data plate: kept as written
+        if not replaying_a_guide():
+            self._left_alone[msg["name"]] = "a pyro.factor, which probmix cannot pool"
+            return
+        raise ValueError(
+            f"site {msg['name']!r} is a pyro.factor inside data plate {frame.name!r}: a log-density "
+            f"term of each row, which probmix cannot pool (it has no distribution of an "
+            f"observation), so it would stay unfused beside the fused sites. Write it as an observed "
+            f"pyro.sample of a distribution (or register_pool a family for it), move it out of the "
+            f"plate, or name the sites to fuse with probmix(..., sites=[...]) leaving it out"
+        )
 
     def _fuse_observation(self, msg):
         frame = self._data_frame(msg)

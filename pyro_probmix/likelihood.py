@@ -10,14 +10,14 @@ partner's cell is not scored (masked out, padding, a missing label), the cell is
 itself: lambda is 1 there, so the pool is the row's own distribution and the label its own.
 """
 import torch
-from pyro.distributions import Independent, TorchDistribution
+from pyro.distributions import Independent, TorchDistribution, Unit
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from torch.distributions import constraints
 
 from .labels import fused_label_log_prob
 from .rows import take_rows
 
-__all__ = ["ProbMixLikelihood", "fuse_observed_site"]
+__all__ = ["ProbMixLikelihood", "fuse_observed_site", "is_factor"]
 
 
 class ProbMixLikelihood(TorchDistribution):
@@ -173,6 +173,16 @@ def scoring_dtype(fn, value):
     if torch.is_floating_point(value):
         return value.dtype
     return _param_dtype(fn) or torch.get_default_dtype()
+
+
+def is_factor(msg):
+    """Whether an observed site is a ``pyro.factor`` (an auxiliary site of a ``Unit``)."""
+    if not msg["infer"].get("is_auxiliary"):
+        return False
+    d = msg["fn"]
+    while isinstance(d, (Independent, ExpandedDistribution, MaskedDistribution)):
+        d = d.base_dist
+    return isinstance(d, Unit)
 
 
 def support_is_discrete(fn):

@@ -20,6 +20,7 @@ __all__ = [
     "guide_site",
     "observed_rows",
     "plate_indices",
+    "replaying_a_guide",
     "rows_of",
     "score_anchors_only",
     "sequential_error",
@@ -147,6 +148,11 @@ def guide_site(name):
             if site is not None and site["type"] == "sample" and not site["is_observed"]:
                 return site
     return None
+
+
+def replaying_a_guide():
+    """Whether this is the model's pass of an ELBO (which replays the guide's trace)."""
+    return any(isinstance(m, ReplayMessenger) and m.trace is not None for m in _PYRO_STACK)
 
 
 def sequential_error(site, plate):

@@ -239,7 +239,35 @@ def _transform_rows(t, index, dim, shape):
             f"tensors {tensors} that may differ by row; register a rule for the distribution "
             f"with @pyro_probmix.rows.register_rows"
         )
+    captured = sorted(name for name, value in vars(t).items() if _captures_tensor(value))
+    if captured:
+        # a conditioned flow (ConditionalTransformedDistribution.condition(x)) computes its
+        # parameters from the context x held in a functools.partial or a closure: returning
+        # the transform unchanged would give the partner row the row's own flow
+        raise TypeError(
+            f"cannot select rows of a TransformedDistribution: its {type(t).__name__} computes "
+            f"its parameters from tensors captured in {captured} (a flow conditioned on a "
+            f"context, e.g. ConditionalTransformedDistribution(...).condition(x)), whose rows "
+            f"probmix cannot select; register a rule for the distribution with "
+            f"@pyro_probmix.rows.register_rows, or fuse an embedding of x instead (M-ProbMix)"
+        )
     return t  # a parameter-free transform (Exp, Sigmoid, ...) or a module shared by all rows
+
+
+def _captures_tensor(value, depth=2):
+    """Whether ``value`` is a function that holds a tensor of one dim or more: bound in a
+    :func:`functools.partial` or in a closure (``depth`` levels of nesting)."""
+    if isinstance(value, torch.Tensor):
+        return value.dim() > 0
+    if depth == 0:
+        return False
+    if isinstance(value, functools.partial):
+        held = [value.func, *value.args, *value.keywords.values()]
+    elif inspect.isfunction(value) and value.__closure__:
+        held = [cell.cell_contents for cell in value.__closure__ if cell.cell_contents is not value]
+    else:
+        return False
+    return any(_captures_tensor(v, depth - 1) for v in held)
 
 
 

@@ -229,3 +229,51 @@ def test_a_gaussian_process_has_no_data_plate_and_the_block_says_so():
         with probmix(alpha=0.5):
             inside = svi.evaluate_loss()
     assert inside == plain
+
+
+# ----------------------------------------------------------------------------- factors, flows
+def factor_model(x, y):
+    pyro.factor("prior_term", torch.tensor(-0.5, dtype=torch.float64))  # outside the plate: kept
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("y", dist.Normal(2.0 * x, SCALE), obs=y)
+        pyro.factor("row_term", -(y - x).square())
+
+
+def test_a_factor_inside_the_data_plate_of_a_trained_model_is_refused():
+    svi = SVI(factor_model, _no_guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO())
+    with pytest.raises(ValueError, match=r"site 'row_term' is a pyro.factor inside data plate 'data': .* "
+                                         r"probmix cannot pool .* sites=\[\.\.\.\]\) leaving it out"):
+        with probmix(lam=LAM, graph=ShiftGraph()):
+            svi.step(XS, YS)
+    with probmix(lam=LAM, graph=ShiftGraph(), sites=["y"]):  # the fix the message names
+        loss = Trace_ELBO().loss(factor_model, _no_guide, XS, YS)
+    reference = -(fused_normal_log_lik(2.0 * XS, YS) - 0.5 - (YS - XS).square().sum())
+    assert loss == pytest.approx(reference.item(), abs=1e-12)
+
+
+def test_a_factor_outside_an_elbo_is_left_alone_and_named():
+    def only_factor(x, y):
+        with pyro.plate("data", x.shape[0]):
+            pyro.factor("row_term", -(y - x).square())
+
+    with pytest.warns(UserWarning, match=r"fused no site .* 'row_term' \(a pyro.factor, which probmix cannot pool\)"):
+        with probmix(lam=LAM):
+            poutine.trace(only_factor).get_trace(XS, YS)
+
+
+def test_a_conditional_flow_is_refused_since_its_rows_cannot_be_selected():
+    """Its parameters come from the context x inside a functools.partial: passing the transform
+    on unchanged would pool each row's flow with itself."""
+    flow = pyro.distributions.transforms.conditional_affine_coupling(2, context_dim=1).double()
+    context, y = XS[:4, None], torch.stack([YS[:4], -YS[:4]], -1)
+
+    def model():
+        with pyro.plate("data", 4):
+            base = dist.Normal(torch.zeros(4, 2, dtype=torch.float64), 1.0).to_event(1)
+            pyro.sample("y", dist.ConditionalTransformedDistribution(base, [flow]).condition(context), obs=y)
+
+    for fusion in ("log_linear", "linear"):
+        with pytest.raises(TypeError, match=r"site 'y': cannot select rows .* AffineCoupling computes its "
+                                            r"parameters from tensors captured in \['nn'\]"):
+            with probmix(lam=LAM, graph=ShiftGraph(), fusion=fusion):
+                loss_of(model)

@@ -37,12 +37,20 @@ def _pool_expanded(p, q, lam):
 
 def _shared_transforms(p, q):
     """The transforms of ``p``, if ``q`` has the same ones and each is a bijection."""
-    same = len(p.transforms) == len(q.transforms) and all(a == b for a, b in zip(p.transforms, q.transforms))
-    if not same:
+    if len(p.transforms) != len(q.transforms):
         raise NotImplementedError(
-            f"log-linear pool of {type(p).__name__} and {type(q).__name__} with different transforms "
-            f"({p.transforms} and {q.transforms}): the Jacobians of the two differ, so the pool is "
-            f"not the image of a pool of the bases; use fusion='linear'"
+            f"log-linear pool of {type(p).__name__} and {type(q).__name__} with "
+            f"{len(p.transforms)} and {len(q.transforms)} transforms: the pool of densities through "
+            f"two different maps is not the image of a pool of the bases; use fusion='linear'"
+        )
+    differ = [type(a).__name__ for a, b in zip(p.transforms, q.transforms) if not a == b]
+    if differ:
+        raise NotImplementedError(
+            f"log-linear pool of {type(p).__name__} and {type(q).__name__} whose "
+            f"{', '.join(differ)} differ (their parameters vary by row): the pool of densities "
+            f"through two different maps is not the image of a pool of the bases; write the site "
+            f"in a family with its own rule (an affine map of a Normal is a Normal), register one "
+            f"with register_pool({type(p).__name__}, {type(q).__name__}), or use fusion='linear'"
         )
     for t in p.transforms:
         if not t.bijective:
