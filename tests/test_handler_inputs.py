@@ -277,3 +277,49 @@ def test_a_conditional_flow_is_refused_since_its_rows_cannot_be_selected():
                                             r"parameters from tensors captured in \['nn'\]"):
             with probmix(lam=LAM, graph=ShiftGraph(), fusion=fusion):
                 loss_of(model)
+
+
+# ----------------------------------------------------------------------------- autoguides on mini-batches
+def test_auto_normal_with_local_latents_on_mini_batches_gives_the_documented_estimate():
+    """AutoNormal(create_plates=...) indexes its local parameters by the subsample the handler
+    drew: the loss is -(log p(w) - log q(w) + N / A * sum over the A anchors of [fused
+    log-likelihood + log p(z) - log q(z)])."""
+    n, batch, anchors = 6, 4, 2
+    f64 = torch.float64
+    x = torch.linspace(-1.0, 1.0, n, dtype=f64)
+    y = torch.tensor([0.3, -1.2, 0.8, 2.0, -0.4, 1.1], dtype=f64)
+    s = torch.tensor([0.5, 1.0, 1.5, 0.7, 2.0, 0.9], dtype=f64)
+
+    class Shift(ShiftGraph):
+        num_nodes = n
+
+    def model(x, y):
+        w = pyro.sample("w", dist.Normal(torch.tensor(0.0, dtype=f64), 1.0))
+        with pyro.plate("data", n, subsample_size=batch) as idx:
+            z = pyro.sample("z", dist.Normal(torch.tensor(0.0, dtype=f64), 1.0))
+            pyro.sample("y", dist.Normal(w * x[idx] + z, s[idx]), obs=y[idx])
+
+    pyro.clear_param_store()
+    guide = AutoNormal(model, create_plates=lambda x, y: pyro.plate("data", n, subsample_size=batch))
+    elbo = Trace_ELBO()
+    with probmix(lam=LAM, graph=Shift()):
+        SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), elbo).step(x, y)
+        for seed in range(3):
+            pyro.set_rng_seed(seed)
+            loss = elbo.loss(model, guide, x, y)
+            pyro.set_rng_seed(seed)
+            guide_trace = poutine.trace(guide).get_trace(x, y)
+            poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, y)
+            idx = guide_trace.nodes["data"]["value"]
+            a, j = idx[:anchors], idx[anchors:]
+            assert torch.equal(j, (a + 1) % n)  # partners follow the anchors in the guide's subsample
+            w, z = guide_trace.nodes["w"]["value"], guide_trace.nodes["z"]["value"]
+            loc_i, loc_j = w * x[a] + z[:anchors], w * x[j] + z[anchors:]
+            precision = LAM / s[a] ** 2 + (1 - LAM) / s[j] ** 2
+            pool = dist.Normal((LAM * loc_i / s[a] ** 2 + (1 - LAM) * loc_j / s[j] ** 2) / precision, precision.rsqrt())
+            fused = LAM * pool.log_prob(y[a]) + (1 - LAM) * pool.log_prob(y[j])
+            q_z = dist.Normal(pyro.param("AutoNormal.locs.z")[a], pyro.param("AutoNormal.scales.z")[a])
+            q_w = dist.Normal(pyro.param("AutoNormal.locs.w"), pyro.param("AutoNormal.scales.w"))
+            local = fused + dist.Normal(0.0, 1.0).log_prob(z[:anchors]) - q_z.log_prob(z[:anchors])
+            reference = -(dist.Normal(0.0, 1.0).log_prob(w) - q_w.log_prob(w) + n / anchors * local.sum())
+            assert loss == pytest.approx(reference.item(), abs=1e-10)
