@@ -15,6 +15,7 @@ setup() {
     # reinstall only when the project's requirements change
     local stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
     if [ ! -f "$stamp" ]; then
+        echo "run.sh: installing torch 2.13.0, pyro-ppl and this package into $VENV (first run: a few minutes)" >&2
         # torch first, pinned to 2.13.0, the version this project is tested with (its CPU build);
         # the default index serves the build for this platform (on Linux a multi-GB CUDA one):
         # pass TORCH_INDEX_URL=<the CPU or CUDA index of pytorch.org> to choose; then pyro-ppl
@@ -36,7 +37,17 @@ case "${1:-}" in
     test)
         setup
         shift
+        # two tutorials of the docs build read the real data sets: say where they are looked for
+        # before minutes of tests, not after
+        data=$("$VENV/bin/python" -c "from pyro_probmix.experiments.data import default_data_root; print(default_data_root())")
+        if [ ! -d "$data/uci" ] || [ ! -d "$data/stocks" ]; then
+            echo "run.sh: no data sets in $data (uci/ and stocks/): the docs build runs tutorials that read them." >&2
+            echo "  Set PROBMIX_DATA to the folder that holds uci/ and stocks/, put it at ../shared/data beside" >&2
+            echo "  this checkout, or fetch it: $VENV/bin/python -m pyro_probmix.experiments download" >&2
+            exit 2
+        fi
         "$VENV/bin/python" -m pytest "$@"
+        echo "run.sh: building the documentation (it executes the 7 tutorials; a few minutes)" >&2
         # the site with warnings as errors; tutorials run with fewer epochs (PROBMIX_FAST)
         PROBMIX_FAST=1 "$VENV/bin/sphinx-build" -W --keep-going -q -b html docs docs/_build/html
         ;;

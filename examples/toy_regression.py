@@ -16,6 +16,7 @@ and paste it into the README (tests/test_readme.py checks that the two agree).
 """
 import argparse
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro_probmix import embedding, probmix
 from pyro_probmix.experiments.plots import plot_regression_bands
 from pyro_probmix.graphs import FullGraph, KNNGraph
-from pyro_probmix.metrics import gaussian_nll, rmse
+from pyro_probmix.metrics import rmse
 
 # method -> (graph, whether the first hidden layer is a stochastic embedding)
 METHODS = {
@@ -146,6 +147,8 @@ def main(argv=None):
             mean = locs.mean(0)
             scores[method]["MSE"].append(rmse(mean, y_test) ** 2)
             scores[method]["NLL"].append(mixture_nll(locs, scales, y_test))
+            print(f"run {run + 1}/{args.runs}: {method} trained ({time.perf_counter() - start:.0f} s)",
+                  file=sys.stderr, flush=True)
             if run == 0:
                 grid = torch.linspace(-6, 6, 300, device=args.device)
                 mean_g, std_g, _ = predict(net, (grid - x_mu) / x_sd, args.samples)

@@ -2,7 +2,6 @@
 """
 The ``probmix`` effect handler.
 """
-import warnings
 from typing import Callable, Iterable, Optional, Union
 
 import torch
@@ -10,6 +9,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.util import site_is_subsample
 
+from .block_log import BlockLog, NothingFusedWarning
 from .closed_forms import closed_form_likelihood
 from .embedding import EMBEDDING_KEY
 from .graphs import FullGraph, Graph
@@ -38,10 +38,6 @@ __all__ = [
     "ProbMixLikelihood",
     "sample_symmetric_beta",
 ]
-
-class NothingFusedWarning(UserWarning):
-    """A ``with probmix(...)`` block ended without having fused any site."""
-
 
 class ProbMixMessenger(Messenger):
     """
@@ -109,8 +105,7 @@ class ProbMixMessenger(Messenger):
 
     def _reset(self):
         self.book = PairingBook(self.graph, self.lam_sampler, self.plate, self._layouts)
-        self._fused = set()  # names of the sites fused in this block
-        self._left_alone = {}  # site name -> why it was not fused
+        self.log = BlockLog(self.sites, self.plate)
         self._embedding_sites = set()
         self._observed_here = set()  # ids of the messages that were observed when they reached probmix
 
@@ -156,6 +151,7 @@ class ProbMixMessenger(Messenger):
         if site_is_subsample(msg):
             self.book.enter_plate(msg)
             return
+        self.log.see(msg)
         if msg["is_observed"]:
             self._observed_here.add(id(msg))
         if EMBEDDING_KEY in msg["infer"]:
@@ -197,7 +193,7 @@ class ProbMixMessenger(Messenger):
         return frame if frame is not None else self._leave_alone(msg, why)
 
     def _pairing(self, msg, frame, rows, observed=None):
-        self._fused.add(msg["name"])
+        self.log.fused.add(msg["name"])
         return self.book.pairing(msg, frame, rows, observed)
 
     def _leave_alone(self, msg, why):
@@ -206,7 +202,7 @@ class ProbMixMessenger(Messenger):
                 f"site {msg['name']!r} is named in sites= but is {why}: probmix fuses rows of the "
                 f"data plate; move the site into that plate or drop it from sites="
             )
-        self._left_alone[msg["name"]] = why
+        self.log.leave_alone(msg["name"], why)
         return None
 
     # ----------------------------------------------------------------- fusion
@@ -241,7 +237,7 @@ class ProbMixMessenger(Messenger):
         if frame is None:
             return  # a term outside the data plate: kept as written
         if not replaying_a_guide():
-            self._left_alone[msg["name"]] = "a pyro.factor, which probmix cannot pool"
+            self.log.leave_alone(msg["name"], "a pyro.factor, which probmix cannot pool")
             return
         raise ValueError(
             f"site {msg['name']!r} is a pyro.factor inside data plate {frame.name!r}: a log-density "
@@ -262,7 +258,7 @@ class ProbMixMessenger(Messenger):
             )
         fn, mask = unmask(msg["fn"], msg["mask"])
         if mask is False:
-            self._left_alone[msg["name"]] = "masked out"
+            self.log.leave_alone(msg["name"], "masked out")
             return
         if self.pool is log_linear_pool:
             try:
@@ -300,25 +296,7 @@ class ProbMixMessenger(Messenger):
     # ----------------------------------------------------------------- end of a block
     def _check_block(self):
         self.book.check_finished()
-        if self.sites is not None:
-            missing = sorted(self.sites - self._fused)
-            if missing:
-                raise ValueError(
-                    f"probmix(sites={sorted(self.sites)}): no site named {missing} was fused in "
-                    f"this block; fused: {sorted(self._fused)}. Check the names of the model's "
-                    f"observed and embedding sites"
-                )
-        if not self._fused:
-            left = ", ".join(f"{name!r} ({why})" for name, why in self._left_alone.items())
-            warnings.warn(
-                "probmix fused no site in this block, so it trained the plain model. "
-                + (f"Observed sites left alone: {left}. " if left else "")
-                + "probmix fuses observed sites inside a data plate (pyro.plate) and "
-                "embedding() sites; it sees no site of a model run behind poutine.block "
-                "(e.g. by MCMC or Importance) or inside a loss compiled before the block",
-                NothingFusedWarning,
-                stacklevel=3,
-            )
+        self.log.check_end()
 
 
 def _check_choice(name, value, choices):
@@ -416,12 +394,16 @@ def probmix(
     True
     """
     if fn is not None and not callable(fn):  # probmix(alpha, graph), the handler's first form
-        if graph is not None:
+        if graph is None:
+            fn, alpha, graph = None, fn, alpha
+        elif alpha is None:  # probmix(alpha, graph=...)
+            fn, alpha = None, fn
+        else:
             raise TypeError(
                 f"probmix takes a model, alpha and graph, or alpha and graph; got a first argument "
-                f"{fn!r} that is not callable and three positional arguments"
+                f"{fn!r} that is not callable (so it is alpha), and also alpha={alpha!r} and "
+                f"graph={graph!r}"
             )
-        fn, alpha, graph = None, fn, alpha
     messenger = ProbMixMessenger(
         alpha, graph, lam=lam, beta=beta, plate=plate, sites=sites, fusion=fusion,
         label_fusion=label_fusion, criterion=criterion, num_samples=num_samples,

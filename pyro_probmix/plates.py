@@ -114,7 +114,9 @@ def training_rows(graph, frame, rows, indices):
     )
     if not whole:
         other_plate = (
-            f"If another plate holds the {n} training rows, name it: probmix(..., plate=...). "
+            f"The plate has {frame.full_size} rows and the graph {n} nodes: build the graph from "
+            f"the features of this plate's rows, or, if another plate holds the {n} training rows, "
+            f"name it with probmix(..., plate=...). "
             if frame.full_size != n else ""
         )
         raise ValueError(

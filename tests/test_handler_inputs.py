@@ -129,8 +129,9 @@ def test_a_graph_over_one_plate_names_the_fix_when_another_plate_comes_first():
         with pyro.plate("users", 5):
             pyro.sample("yu", dist.Normal(torch.zeros(5), 1.0), obs=torch.ones(5))
 
-    with pytest.raises(ValueError, match=r"plate 'items' holds 3 of 3 rows .* If another plate holds the 5 "
-                                         r"training rows, name it: probmix\(\.\.\., plate=\.\.\.\)"):
+    with pytest.raises(ValueError, match=r"plate 'items' holds 3 of 3 rows .* The plate has 3 rows and the graph 5 "
+                                         r"nodes: build the graph from the features of this plate's rows, or, if "
+                                         r"another plate holds the 5 training rows, name it with probmix\(\.\.\., plate=\.\.\.\)"):
         with probmix(lam=0.5, graph=KNNGraph(users, k=2)):
             loss_of(model)
     with warnings.catch_warnings():
@@ -323,3 +324,48 @@ def test_auto_normal_with_local_latents_on_mini_batches_gives_the_documented_est
             local = fused + dist.Normal(0.0, 1.0).log_prob(z[:anchors]) - q_z.log_prob(z[:anchors])
             reference = -(dist.Normal(0.0, 1.0).log_prob(w) - q_w.log_prob(w) + n / anchors * local.sum())
             assert loss == pytest.approx(reference.item(), abs=1e-10)
+
+
+# ----------------------------------------------------------------------------- a block that fuses nothing
+def unplated_model(x, y):
+    w = pyro.param("w", torch.tensor(0.0, dtype=torch.float64))
+    pyro.sample("y", dist.Normal(w * x, 1.0).to_event(1), obs=y)  # forgot the pyro.plate
+
+
+def test_a_training_loop_that_fuses_nothing_is_told_after_its_first_step():
+    svi = SVI(unplated_model, _no_guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with probmix(alpha=0.5):
+            svi.step(XS, YS)
+            assert caught == []  # one execution: it may still fuse something
+            svi.step(XS, YS)
+            assert [str(w.message)[:86] for w in caught] == [
+                "probmix has fused no site in this block so far: the model ran again (site 'y' a second"
+            ]
+            svi.step(XS, YS)
+    assert len(caught) == 1 and "'y' (outside any plate)" in str(caught[0].message)  # once, not again at the end
+
+
+def test_a_block_around_the_svi_construction_only_says_no_model_ran():
+    with pytest.warns(UserWarning, match=r"saw no sample site .* call svi.step\(\.\.\.\) inside `with probmix"):
+        with probmix(alpha=0.5):
+            svi = SVI(plain_model, _no_guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO())
+    assert svi is not None
+
+
+def test_a_misspelled_plate_is_an_error_naming_the_plates_of_the_model():
+    svi = SVI(plain_model, AutoNormal(plain_model), pyro.optim.Adam({"lr": 0.01}), Trace_ELBO())
+    with pytest.raises(ValueError, match=r"probmix\(plate='dta'\): no site of this block is in a plate of that "
+                                         r"name, so nothing was fused; the plates of its sites: \['data'\]"):
+        with probmix(alpha=0.5, plate="dta"):
+            svi.step(X, 2 * X)
+
+
+def test_alpha_may_come_first_with_the_graph_positional_or_by_keyword():
+    graph = ShiftGraph()
+    for handler in (probmix(0.1, graph), probmix(0.1, graph=graph)):
+        assert handler.lam_sampler.alpha == 0.1 and handler.graph is graph
+    with pytest.raises(TypeError, match=r"got a first argument 0.1 that is not callable \(so it is alpha\), and "
+                                        r"also alpha=0.2 and graph="):
+        probmix(0.1, 0.2, graph)

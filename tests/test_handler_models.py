@@ -301,10 +301,10 @@ def test_unknown_site_names_raise_at_the_end_of_the_block():
 
 def test_a_model_behind_block_warns_that_nothing_was_fused():
     x = torch.randn(5)
-    with pytest.warns(NothingFusedWarning, match="fused no site"):
+    with pytest.warns(NothingFusedWarning, match="saw no sample site in this block, so no model ran .* poutine.block"):
         with probmix(alpha=0.5):
             loss_of(poutine.block(lambda: masked_model(x, x, torch.ones(5, dtype=torch.bool))))
-    with pytest.warns(NothingFusedWarning, match="fused no site"):
+    with pytest.warns(NothingFusedWarning, match="saw no sample site"):
         with probmix(alpha=0.5):
             Importance(lambda: masked_model(x, x, torch.ones(5, dtype=torch.bool)), num_samples=3).run()
 
