@@ -5,13 +5,17 @@
 #
 # ITEM: toy-regression, toy-classification, a UCI folder name (yacht, bostonHousing, energy,
 # concrete, wine-quality-red, kin8nm, power-plant, naval-propulsion-plant,
-# protein-tertiary-structure) or stocks. Items run one after another in one process of one torch
-# thread (run two of these commands side by side for two cores). The code is the commit
+# protein-tertiary-structure) or stocks. Items run one after another, JOBS worker processes
+# (default 1) of one torch thread each: JOBS=2 for both cores on one item, or two of these
+# commands side by side; a run's numbers do not depend on either. The code is the commit
 # RESULTS_COMMIT below, checked out once into .results-code/ (a git worktree), so the package's
 # fingerprint stays the one of the committed records while main moves on. Records go to
 # results/<experiment>/ of this checkout; a killed sweep resumes from its records and checkpoints
-# (the same command again). Then `python -m pyro_probmix.experiments report --out results/<experiment>`
-# (from .results-code/) writes the tables; docs/results.md says which pages come from which run.
+# (the same command again). results/ is not committed: at the end of a session, save what an
+# unfinished item has done with `python scripts/sweep_state.py save ITEM` and commit sweep-state/;
+# this script restores it first, so the next session's machine goes on from there. Then
+# scripts/publish_results.sh writes the tables into docs/results/; docs/results.md says which
+# pages come from which run.
 set -euo pipefail
 RESULTS_COMMIT=38b321a
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,9 +24,10 @@ DATA=${PROBMIX_DATA:-$ROOT/../shared/data}
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 [ -d "$CODE" ] || git -C "$ROOT" worktree add --detach "$CODE" "$RESULTS_COMMIT"
 [ "$(git -C "$CODE" rev-parse --short=7 HEAD)" = "$RESULTS_COMMIT" ] || { echo "$CODE is not at $RESULTS_COMMIT" >&2; exit 1; }
+"$PYTHON" "$ROOT/scripts/sweep_state.py" restore
 cd "$CODE"
 export PYTHONPATH=$CODE
-sweep() { nice -n 10 "$PYTHON" -m pyro_probmix.experiments "$@" --jobs 1 --threads 1 --compile --no-report --quiet; }
+sweep() { nice -n 10 "$PYTHON" -m pyro_probmix.experiments "$@" --jobs "${JOBS:-1}" --threads 1 --compile --no-report --quiet; }
 NINE_METHODS_AND_M_ERM="ERM Mix LocKMix M-Mix LocKM-Mix ProbMix LocKProbMix M-ProbMix LocKM-ProbMix M-ERM"
 for item in "$@"; do
   echo "=== $item start $(date -u +%FT%T)"

@@ -1,0 +1,107 @@
+"""Carry an unfinished sweep from one session's machine to the next one's.
+
+    python scripts/sweep_state.py save ITEM [ITEM ...]   # results/ -> sweep-state/ITEM.tar.xz
+    python scripts/sweep_state.py restore                # sweep-state/*.tar.xz -> results/
+    python scripts/sweep_state.py drop ITEM [ITEM ...]   # a published item's pack is no longer needed
+
+``results/`` (the records of ``scripts/results_sweep.sh``) is not committed and a session's
+machine is not kept, so a sweep longer than a session resumes in the next one only from what is
+committed. ``save`` packs the finished runs' JSON records of the results' code version (and a
+data set's selection file, once written) into one ``.tar.xz`` per item, a few hundred bytes a
+run; ``restore`` writes them back under ``results/`` without overwriting anything, and the sweep
+then trains only the runs that have no record. A run still training when the session ended
+starts again from its beginning: its numbers depend on its key only, not on the interruption.
+
+What is not carried: the prediction arrays (``.npz``, ~13 KB a run, used by no UCI or stocks
+table: a restored record has no ``arrays`` entry) and the training checkpoints.
+"""
+import io
+import json
+import sys
+import tarfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results"
+STATE = ROOT / "sweep-state"
+FINGERPRINT = "dc485d2875f5056e"  # the code of RESULTS_COMMIT in results_sweep.sh
+TOYS = ("toy-regression", "toy-classification")
+
+
+def _item_files(item):
+    """(records folder, selection files) of a sweep item under results/."""
+    if item == "stocks":
+        out = RESULTS / "stocks"
+        return out, out / "records", sorted((out / "selection").rglob("*.json"))
+    if item in TOYS:
+        out = RESULTS / item
+        return out, out / "records", sorted((out / "selection").rglob("*.json"))
+    out = RESULTS / "uci-controls"
+    return out, out / "records" / "uci" / "mlp" / item, sorted((out / "selection" / "uci" / "mlp").glob(f"{item}.json"))
+
+
+def save(items):
+    STATE.mkdir(exist_ok=True)
+    for item in items:
+        out, records, selections = _item_files(item)
+        if not records.is_dir():
+            sys.exit(f"save: no records of {item!r} under {records}")
+        pack = STATE / f"{item}.tar.xz"
+        runs = 0
+        with tarfile.open(pack.with_suffix(".tmp"), "w:xz") as tar:
+            for path in sorted(records.rglob("*.json")):
+                record = json.loads(path.read_text())
+                if record.get("fingerprint", {}).get("code") != FINGERPRINT:
+                    continue  # another code version's run: not part of these results
+                record.pop("arrays", None)
+                _add(tar, path.relative_to(RESULTS), json.dumps(record, indent=1) + "\n")
+                runs += 1
+            for path in selections:
+                _add(tar, path.relative_to(RESULTS), path.read_text())
+        pack.with_suffix(".tmp").replace(pack)
+        print(f"{pack.relative_to(ROOT)}: {runs} runs, {len(selections)} selection file(s), "
+              f"{pack.stat().st_size / 1024:.0f} KB")
+
+
+def _add(tar, name, text):
+    data = text.encode()
+    info = tarfile.TarInfo(name.as_posix())
+    info.size, info.mtime = len(data), 0
+    tar.addfile(info, io.BytesIO(data))
+
+
+def restore():
+    for pack in sorted(STATE.glob("*.tar.xz")):
+        written = kept = 0
+        with tarfile.open(pack) as tar:
+            for member in tar.getmembers():
+                target = RESULTS / member.name
+                if not member.isfile() or RESULTS not in target.resolve().parents:
+                    sys.exit(f"restore: {pack.name} holds {member.name!r}, not a file under results/")
+                if target.exists():
+                    kept += 1
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(tar.extractfile(member).read())
+                written += 1
+        print(f"{pack.relative_to(ROOT)}: {written} files restored, {kept} already there")
+
+
+def drop(items):
+    for item in items:
+        pack = STATE / f"{item}.tar.xz"
+        if pack.exists():
+            pack.unlink()
+            print(f"removed {pack.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    command, *args = sys.argv[1:] or ["help"]
+    if command == "save" and args:
+        save(args)
+    elif command == "restore" and not args:
+        restore()
+    elif command == "drop" and args:
+        drop(args)
+    else:
+        sys.exit(__doc__)
