@@ -28,25 +28,23 @@ FINGERPRINT = "dc485d2875f5056e"  # the code of RESULTS_COMMIT in results_sweep.
 TOYS = ("toy-regression", "toy-classification")
 
 
-def _item_files(item):
-    """(records folder, selection files) of a sweep item under results/."""
-    if item == "stocks":
-        out = RESULTS / "stocks"
-        return out, out / "records", sorted((out / "selection").rglob("*.json"))
-    if item in TOYS:
-        out = RESULTS / item
-        return out, out / "records", sorted((out / "selection").rglob("*.json"))
-    out = RESULTS / "uci-controls"
-    return out, out / "records" / "uci" / "mlp" / item, sorted((out / "selection" / "uci" / "mlp").glob(f"{item}.json"))
+def _item_files(item, results):
+    """(records folder, selection files) of a sweep item under ``results``."""
+    if item == "stocks" or item in TOYS:
+        out = results / item
+        return out / "records", sorted((out / "selection").rglob("*.json"))
+    out = results / "uci-controls"
+    return out / "records" / "uci" / "mlp" / item, sorted((out / "selection" / "uci" / "mlp").glob(f"{item}.json"))
 
 
-def save(items):
-    STATE.mkdir(exist_ok=True)
+def save(items, results=RESULTS, state=STATE):
+    """One pack per item in ``state``: the item's finished runs under ``results``."""
+    state.mkdir(exist_ok=True)
     for item in items:
-        out, records, selections = _item_files(item)
+        records, selections = _item_files(item, results)
         if not records.is_dir():
             sys.exit(f"save: no records of {item!r} under {records}")
-        pack = STATE / f"{item}.tar.xz"
+        pack = state / f"{item}.tar.xz"
         runs = 0
         with tarfile.open(pack.with_suffix(".tmp"), "w:xz") as tar:
             for path in sorted(records.rglob("*.json")):
@@ -54,13 +52,12 @@ def save(items):
                 if record.get("fingerprint", {}).get("code") != FINGERPRINT:
                     continue  # another code version's run: not part of these results
                 record.pop("arrays", None)
-                _add(tar, path.relative_to(RESULTS), json.dumps(record, indent=1) + "\n")
+                _add(tar, path.relative_to(results), json.dumps(record, indent=1) + "\n")
                 runs += 1
             for path in selections:
-                _add(tar, path.relative_to(RESULTS), path.read_text())
+                _add(tar, path.relative_to(results), path.read_text())
         pack.with_suffix(".tmp").replace(pack)
-        print(f"{pack.relative_to(ROOT)}: {runs} runs, {len(selections)} selection file(s), "
-              f"{pack.stat().st_size / 1024:.0f} KB")
+        print(f"{pack.name}: {runs} runs, {len(selections)} selection file(s), {pack.stat().st_size / 1024:.0f} KB")
 
 
 def _add(tar, name, text):
@@ -70,13 +67,14 @@ def _add(tar, name, text):
     tar.addfile(info, io.BytesIO(data))
 
 
-def restore():
-    for pack in sorted(STATE.glob("*.tar.xz")):
+def restore(results=RESULTS, state=STATE):
+    """Write the files of every pack in ``state`` that ``results`` lacks."""
+    for pack in sorted(state.glob("*.tar.xz")):
         written = kept = 0
         with tarfile.open(pack) as tar:
             for member in tar.getmembers():
-                target = RESULTS / member.name
-                if not member.isfile() or RESULTS not in target.resolve().parents:
+                target = results / member.name
+                if not member.isfile() or results.resolve() not in target.resolve().parents:
                     sys.exit(f"restore: {pack.name} holds {member.name!r}, not a file under results/")
                 if target.exists():
                     kept += 1
@@ -84,15 +82,16 @@ def restore():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(tar.extractfile(member).read())
                 written += 1
-        print(f"{pack.relative_to(ROOT)}: {written} files restored, {kept} already there")
+        print(f"{pack.name}: {written} files restored, {kept} already there")
 
 
-def drop(items):
+def drop(items, state=STATE):
+    """Remove the packs of ``items`` (published items, whose rows are committed)."""
     for item in items:
-        pack = STATE / f"{item}.tar.xz"
+        pack = state / f"{item}.tar.xz"
         if pack.exists():
             pack.unlink()
-            print(f"removed {pack.relative_to(ROOT)}")
+            print(f"removed {pack.name}")
 
 
 if __name__ == "__main__":
