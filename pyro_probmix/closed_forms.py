@@ -112,40 +112,58 @@ class NormalProbMixLikelihood(ProbMixLikelihood):
         )
 
 
+def _normal_terms(loc_i, scale_i, loc_j, scale_j, lam, y_i, y_j, beta, spread):
+    """The pieces of the fused Normal log-density: ``c, a, b, p, m, d, q, 1 / c^2``."""
+    c = torch.minimum(scale_i, scale_j)
+    a = lam * (c / scale_i).square()  # relative precisions, in [0, 1]
+    b = (1 - lam) * (c / scale_j).square()
+    p = (a + b).clamp_min(torch.finfo(a.dtype).tiny)
+    m = torch.lerp(loc_j, loc_i, a / p)
+    d = torch.lerp(y_j, y_i, lam) - m
+    q = d.square() + beta
+    if spread:
+        q = q + lam * (1 - lam) * (y_i - y_j).square()
+    return c, a, b, p, m, d, q, c.square().reciprocal()
+
+
 class _FusedNormalLogProb(torch.autograd.Function):
     @staticmethod
     def forward(ctx, loc_i, scale_i, loc_j, scale_j, lam, y_i, y_j, beta, spread):
-        c = torch.minimum(scale_i, scale_j)
-        a = lam * (c / scale_i).square()  # relative precisions, in [0, 1]
-        b = (1 - lam) * (c / scale_j).square()
-        p = (a + b).clamp_min(torch.finfo(a.dtype).tiny)
-        m = torch.lerp(loc_j, loc_i, a / p)
-        d = torch.lerp(y_j, y_i, lam) - m
-        q = d.square() + beta
-        if spread:
-            q = q + lam * (1 - lam) * (y_i - y_j).square()
-        inv_c2 = c.square().reciprocal()
-        ctx.save_for_backward(scale_i, scale_j, loc_i, loc_j, a, b, p, m, d, q, inv_c2)
+        c, *terms = _normal_terms(loc_i, scale_i, loc_j, scale_j, lam, y_i, y_j, beta, spread)
+        a, b, p, m, d, q, inv_c2 = terms
+        ctx.beta, ctx.spread = beta, spread
+        ctx.save_for_backward(loc_i, scale_i, loc_j, scale_j, lam, y_i, y_j, *terms)
         return 0.5 * (p.log() - q * p * inv_c2 - math.log(2 * math.pi)) - c.log()
 
     @staticmethod
     def backward(ctx, grad):
-        scale_i, scale_j, loc_i, loc_j, a, b, p, m, d, q, inv_c2 = ctx.saved_tensors
+        loc_i, scale_i, loc_j, scale_j, lam, y_i, y_j, *terms = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            # a backward that is differentiated in turn (create_graph=True: Hessians, Laplace
+            # approximations, gradient penalties): the pieces again, as functions of the inputs,
+            # so that autograd sees how this gradient depends on them
+            terms = _normal_terms(loc_i, scale_i, loc_j, scale_j, lam, y_i, y_j, ctx.beta, ctx.spread)[1:]
+        a, b, p, m, d, q, inv_c2 = terms
         g_d = grad * d * inv_c2
         grad_loc_i, grad_loc_j = g_d * a, g_d * b
         common = p.reciprocal() - q * inv_c2
         g_2d = 2 * g_d
         grad_scale_i = -grad * a / scale_i * common - g_2d * (loc_i - m) * a / scale_i
         grad_scale_j = -grad * b / scale_j * common - g_2d * (loc_j - m) * b / scale_j
-        return grad_loc_i, grad_scale_i, grad_loc_j, grad_scale_j, None, None, None, None, None
+        # the labels enter through d = lam y_i + (1 - lam) y_j - m and the spread of the pair
+        g_y = -g_d * p
+        spread = -grad * p * inv_c2 * lam * (1 - lam) * (y_i - y_j) if ctx.spread else 0
+        grad_y_i = g_y * lam + spread if ctx.needs_input_grad[5] else None
+        grad_y_j = g_y * (1 - lam) - spread if ctx.needs_input_grad[6] else None
+        return grad_loc_i, grad_scale_i, grad_loc_j, grad_scale_j, None, grad_y_i, grad_y_j, None, None
 
 
 @register_closed_form(Normal)
 def _normal(fn, partner, dim, lam, partner_value, kernel, label_fusion, criterion):
     if type(kernel) is not GaussianKernel or criterion != "expected_log":
         return None
-    if lam.requires_grad or partner_value.requires_grad:
-        return None  # the hand-written backward covers the distribution's parameters only
+    if lam.requires_grad:
+        return None  # the hand-written backward covers the distribution's parameters and the labels
     return NormalProbMixLikelihood(
         fn.loc, fn.scale, partner, dim, lam, partner_value, kernel.beta, spread=label_fusion == "linear"
     )

@@ -15,7 +15,7 @@ from .embedding import EMBEDDING_KEY
 from .graphs import FullGraph, Graph
 from .jit_guard import check_not_in_compiled_loss, check_not_tracing
 from .labels import CRITERIA, LABEL_FUSIONS, LabelKernel, check_beta, default_label_kernel
-from .likelihood import ProbMixLikelihood, fuse_observed_site, is_factor, unmask
+from .likelihood import ProbMixLikelihood, fuse_observed_site, is_factor, never_scored, unmask
 from .pairing import LambdaSampler, Pairing, sample_symmetric_beta
 from .plates import (
     SAMPLE_PLATES,
@@ -178,13 +178,16 @@ class ProbMixMessenger(Messenger):
             return
         if self.sites is not None and msg["name"] not in self.sites:
             return
+        if never_scored(msg):  # e.g. the value a poutine.reparam outside probmix put in place of a latent
+            return
         vectorized = [f for f in msg["cond_indep_stack"] if f.vectorized and f.name not in SAMPLE_PLATES]
         if any(f.name == self.book.data_plate for f in vectorized) or (self.book.data_plate is None and len(vectorized) == 1):
             raise ValueError(
                 f"site {msg['name']!r} is observed by a handler outside probmix (e.g. "
-                f"pyro.condition(probmix(model), data)), so it reached probmix as a latent variable "
-                f"and was not fused. Condition inside: probmix(pyro.condition(model, data)), or "
-                f"pass the observations to the model (obs=...)"
+                f"pyro.condition(probmix(model), data), or poutine.do around the block), so it "
+                f"reached probmix as a latent variable and was not fused. Apply that handler "
+                f"inside: probmix(pyro.condition(model, data)), probmix(poutine.do(model, data)), "
+                f"or pass the observations to the model (obs=...)"
             )
 
     # ----------------------------------------------------------------- plates

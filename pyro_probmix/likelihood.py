@@ -185,6 +185,19 @@ def is_factor(msg):
     return isinstance(d, Unit)
 
 
+def never_scored(msg):
+    """Whether a site's log-density never counts: masked off by ``poutine.mask(mask=False)`` or
+    ``fn.mask(False)`` (as ``poutine.reparam`` writes the value it puts in place of a latent)."""
+    if msg["mask"] is False:
+        return True
+    d = msg["fn"]
+    while isinstance(d, (Independent, ExpandedDistribution, MaskedDistribution)):
+        if isinstance(d, MaskedDistribution) and d._mask is False:
+            return True
+        d = d.base_dist
+    return False
+
+
 def support_is_discrete(fn):
     try:
         return fn.support.is_discrete

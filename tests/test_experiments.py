@@ -449,6 +449,12 @@ def test_compiled_pool_backward_is_the_gradient_of_the_rule_in_float64():
         torch.testing.assert_close(compiled, eager, rtol=1e-12, atol=1e-14)
     with pytest.raises(NotImplementedError, match="lam requires a gradient"):
         compiled_normal_pool_params(loc_p, scale_p, loc_q, scale_q, lam.clone().requires_grad_())
+    # no second derivative: refused rather than wrong
+    params = [t.clone().requires_grad_() for t in (loc_p, scale_p, loc_q, scale_q)]
+    loc, _ = compiled_normal_pool_params(*params, lam)
+    (grad,) = torch.autograd.grad(loc.square().sum(), params[0], create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.sum().backward()
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on CPU needs a C++ compiler")

@@ -369,3 +369,59 @@ def test_alpha_may_come_first_with_the_graph_positional_or_by_keyword():
     with pytest.raises(TypeError, match=r"got a first argument 0.1 that is not callable \(so it is alpha\), and "
                                         r"also alpha=0.2 and graph="):
         probmix(0.1, 0.2, graph)
+
+
+# ----------------------------------------------------------------------------- reparameterisation
+def test_a_reparam_outside_the_block_trains_what_it_trains_inside():
+    """``poutine.reparam`` puts a masked-off value in place of the latent it decenters: that value
+    is never scored, so the handler leaves it alone wherever the reparam is applied (it was refused
+    as 'observed by a handler outside probmix'). The fused loss is the same either way and equals
+    the objective written out with the guide's draw."""
+    from pyro.infer.reparam import LocScaleReparam
+
+    y = torch.tensor([0.3, -1.2, 0.8, 2.0, -0.4, 1.1], dtype=torch.float64)
+
+    def model(x, y):
+        with pyro.plate("data", 6):
+            z = pyro.sample("z", dist.Normal(x, 0.8))
+            pyro.sample("y", dist.Normal(z, 0.5), obs=y)
+
+    config = {"z": LocScaleReparam(0.0)}
+    pyro.clear_param_store()
+    guide = AutoNormal(poutine.reparam(model, config))
+    guide(X, y)
+    losses = []
+    for outside in (False, True):
+        pyro.set_rng_seed(3)
+        if outside:
+            with poutine.reparam(config=config), probmix(lam=0.3) as handler:
+                losses.append(loss_of(model, X, y, guide=guide))
+        else:
+            with probmix(lam=0.3) as handler:
+                losses.append(loss_of(poutine.reparam(model, config), X, y, guide=guide))
+    pyro.set_rng_seed(3)
+    guide_trace = poutine.trace(guide).get_trace(X, y)
+    u = guide_trace.nodes["z_decentered"]["value"]
+    log_q = sum(site["fn"].log_prob(site["value"]).sum() for name, site in guide_trace.nodes.items()
+                if site["type"] == "sample" and name.endswith("_unconstrained"))
+    partner = handler.pairings["data"].partner
+    z = X + 0.8 * u
+    precision = 0.3 / 0.25 + 0.7 / 0.25
+    pooled = dist.Normal(0.3 * z + 0.7 * z[partner], precision**-0.5)
+    log_lik = (0.3 * pooled.log_prob(y) + 0.7 * pooled.log_prob(y[partner])).sum()
+    written_out = -(dist.Normal(0.0, 1.0).log_prob(u).sum() + log_lik - log_q)
+    assert torch.allclose(losses[0], losses[1]) and torch.allclose(losses[1], written_out)
+
+
+@pytest.mark.filterwarnings("ignore::pyro_probmix.handler.NothingFusedWarning")  # the block ends at the error
+def test_a_do_intervention_around_the_block_is_refused_with_the_inside_form():
+    """``poutine.do`` outside the block turns the latent into an observed, scored copy
+    (``z__CF``) after probmix saw it as a latent: refused, naming both inside forms."""
+    def model(x):
+        with pyro.plate("data", 6):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("y", dist.Normal(x + z, 0.5), obs=torch.zeros(6, dtype=torch.float64))
+
+    with poutine.do(data={"z": torch.zeros(6, dtype=torch.float64)}), probmix(lam=0.3):
+        with pytest.raises(ValueError, match=r"site 'z__CF' is observed by a handler outside probmix.*poutine\.do"):
+            poutine.trace(model).get_trace(X)

@@ -19,12 +19,14 @@ scale_q)**2`` (which sum to 1)::
     d scale / d scale_p = scale w_p / scale_p
 
 and symmetrically for ``q``. ``lam`` gets no gradient (it is drawn, never learnt); a ``lam`` that
-requires one is refused.
+requires one is refused, and so is a second derivative (the training loop of the experiments takes
+none; the library's eager rule has them).
 """
 import functools
 
 import pyro.distributions as dist
 import torch
+from torch.autograd.function import once_differentiable
 
 from pyro_probmix.pooling import normal_pool_params, register_pool
 
@@ -54,6 +56,7 @@ class _NormalPool(torch.autograd.Function):
         return loc, scale
 
     @staticmethod
+    @once_differentiable  # a second derivative raises instead of coming out wrong
     def backward(ctx, grad_loc, grad_scale):
         loc_p, scale_p, loc_q, scale_q, lam, scale = ctx.saved_tensors
         return _kernels()[1](grad_loc, grad_scale, loc_p, scale_p, loc_q, scale_q, lam, scale) + (None,)
