@@ -174,7 +174,9 @@ def _masked_rows(d, index, dim):
 
 @register_rows(ExpandedDistribution)
 def _expanded_rows(d, index, dim):
-    return take_rows(d.base_dist.expand(d.batch_shape), index, dim)
+    # kept an ExpandedDistribution, so that the row's and its partner's pool by one rule
+    rows = take_rows(d.base_dist.expand(d.batch_shape), index, dim)
+    return ExpandedDistribution(rows, rows.batch_shape)
 
 
 @register_rows(MixtureSameFamily)

@@ -425,3 +425,41 @@ def test_a_do_intervention_around_the_block_is_refused_with_the_inside_form():
     with poutine.do(data={"z": torch.zeros(6, dtype=torch.float64)}), probmix(lam=0.3):
         with pytest.raises(ValueError, match=r"site 'z__CF' is observed by a handler outside probmix.*poutine\.do"):
             poutine.trace(model).get_trace(X)
+
+
+# ----------------------------------------------------------------------------- wrapped families
+@pytest.mark.parametrize("family", [dist.Gamma, dist.Normal])
+def test_an_explicit_expanded_distribution_fuses_as_its_family(family):
+    """``ExpandedDistribution(d, shape)`` written out (not ``d.expand``): its partner row is
+    expanded too, so both pool by the family's rule (the partner came back unwrapped and no rule
+    matched the pair)."""
+    from pyro.distributions.torch_distribution import ExpandedDistribution
+
+    a, b = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64), torch.tensor([1.0, 0.5, 2.0, 1.0], dtype=torch.float64)
+    y = torch.tensor([0.5, 1.5, 1.0, 2.5], dtype=torch.float64)
+
+    def model(expanded):
+        with pyro.plate("data", 4):
+            d = family(a, b)
+            pyro.sample("y", ExpandedDistribution(d, torch.Size([4])) if expanded else d, obs=y)
+
+    scores = []
+    for expanded in (True, False):
+        pyro.set_rng_seed(0)
+        with probmix(lam=0.3):
+            trace = poutine.trace(model).get_trace(expanded)
+        scores.append(trace.nodes["y"]["fn"].log_prob(y))
+    # (the bare Normal takes the closed form, the expanded one the general path: rounding apart)
+    torch.testing.assert_close(scores[0], scores[1], rtol=1e-12, atol=0)
+
+
+def test_a_transformed_family_without_a_rule_is_refused_under_its_own_name():
+    def model():
+        with pyro.plate("data", 3):
+            pyro.sample("y", dist.RelaxedBernoulli(torch.tensor(0.5), probs=torch.tensor([0.2, 0.5, 0.7])),
+                        obs=torch.tensor([0.1, 0.5, 0.9]))
+
+    with probmix(lam=0.3), pytest.raises(NotImplementedError, match=r"site 'y': RelaxedBernoulli is pooled "
+                                                                  r"through its base distribution LogitRelaxedBernoulli.*"
+                                                                  r"register_pool\(RelaxedBernoulli, RelaxedBernoulli\)"):
+        poutine.trace(model).get_trace()

@@ -3,6 +3,7 @@ Numerics of the pooling rules: a fuzz of the Normal rule against exact rational 
 lam at the ends of [0, 1], ill-conditioned MultivariateNormals in float32, impossible outcomes
 of discrete families, and the dtype of lam.
 """
+import math
 from fractions import Fraction
 
 import pyro.distributions as dist
@@ -158,8 +159,20 @@ def test_an_impossible_class_stays_impossible(float64):
 
 @pytest.mark.parametrize("family", [dist.Bernoulli, lambda probs: dist.Binomial(4, probs)])
 def test_a_certain_binary_outcome_stays_certain(family, float64):
-    pooled = log_linear_pool(family(torch.tensor([0.0, 1.0])), family(torch.tensor([0.3, 0.8])), 0.5)
-    assert torch.equal(pooled.probs, torch.tensor([0.0, 1.0]))
+    """Certain in its probabilities and in its log-probabilities: 0 at the certain outcome,
+    -inf at the others, for lam inside (0, 1) and at its ends (torch's formula gave NaN there: a
+    probe found a NaN loss from a row of probs 1)."""
+    certain = family(torch.tensor([0.0, 1.0]))
+    for lam in (0.5, 1.0):
+        pooled = log_linear_pool(certain, family(torch.tensor([0.3, 0.8])), lam)
+        assert torch.equal(pooled.probs, torch.tensor([0.0, 1.0]))
+        n = certain.mean.max()  # 1, or the 4 trials of the Binomial
+        assert pooled.log_prob(torch.tensor([0.0, 1.0]) * n).tolist() == [0.0, 0.0]
+        assert pooled.log_prob(torch.tensor([1.0, 0.0]) * n).tolist() == [-math.inf, -math.inf]
+    # the gradient of a row's probs through a certain partner is finite
+    probs = torch.tensor([0.3, 0.8], requires_grad=True)
+    log_linear_pool(certain, family(probs), 0.5).log_prob(torch.tensor([0.0, 1.0]) * n).sum().backward()
+    assert probs.grad.tolist() == [0.0, 0.0]
 
 
 @pytest.mark.parametrize(
@@ -193,3 +206,18 @@ def test_lam_is_taken_in_the_dtype_of_the_model():
     y = torch.tensor(0.4, **f64)
     expected = torch.logaddexp(torch.log(torch.tensor(0.3, **f64)) + p.log_prob(y), torch.log(torch.tensor(0.7, **f64)) + q.log_prob(y))
     assert LinearPool(p, q, 0.3).log_prob(y) == expected
+
+
+def test_a_linear_pool_scores_a_label_outside_a_rows_support_as_impossible_there():
+    """A row is also scored at its partner's label; where the support varies by row (the
+    Binomial ``total_count`` the log-linear refusal sends to ``fusion='linear'``, a Uniform's
+    bounds), that label has probability 0 under the row, instead of a validation error."""
+    binomial_p, binomial_q = dist.Binomial(2.0, probs=torch.tensor(0.5)), dist.Binomial(9.0, probs=torch.tensor(0.5))
+    y = torch.tensor(8.0)
+    expected = torch.log(torch.tensor(0.7)) + binomial_q.log_prob(y)  # p(8) = 0 under Binomial(2)
+    torch.testing.assert_close(LinearPool(binomial_p, binomial_q, 0.3).log_prob(y), expected)
+    uniform_p, uniform_q = dist.Uniform(0.0, 1.0), dist.Uniform(1.0, 2.0)
+    for value, weight in ((0.5, 0.3), (1.5, 0.7)):
+        torch.testing.assert_close(LinearPool(uniform_p, uniform_q, 0.3).log_prob(torch.tensor(value)),
+                                   torch.log(torch.tensor(weight)))
+    assert LinearPool(binomial_p, binomial_p, 0.3).log_prob(y) == -torch.inf

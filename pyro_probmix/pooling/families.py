@@ -6,10 +6,14 @@ linearly (Theorem C.1).
 An outcome impossible under either component is impossible in the pool (for ``lam`` in
 (0, 1)): the log-probabilities of a distribution built from ``probs`` are taken as
 ``log(probs)``, ``-inf`` at a zero, not torch's ``log(max(probs, eps))``. A pool under which no
-outcome is possible (disjoint supports) raises ``ValueError``.
+outcome is possible (disjoint supports) raises ``ValueError``. A certain binary pool (Bernoulli,
+Binomial: infinite logits) scores its certain outcome 0 and the others ``-inf``, where torch's
+formula gives NaN; plain Pyro scores a row of ``probs`` 1 at ``log(1 - eps)`` instead (torch clamps
+the logits of ``probs``), about ``-1.2e-7`` in float32.
 """
 import torch
 import torch.distributions as td
+import torch.nn.functional as F
 from pyro.distributions import Bernoulli, Beta, Binomial, Categorical, Dirichlet, Exponential, Gamma
 from pyro.distributions import OneHotCategorical, Poisson
 
@@ -77,9 +81,41 @@ def _pool_binary_logits(p, q, lam, family):
     return logits
 
 
+def _certain_log_prob(logits, successes, failures):
+    """``successes log sigmoid(l) + failures log sigmoid(-l)`` at infinite logits ``l`` (a certain
+    pool), where torch's formula is ``inf - inf``: 0 for the certain outcome, ``-inf`` for the
+    others (a count of zero contributes nothing, not ``0 * inf``)."""
+    log_success, log_failure = -F.softplus(-logits), -F.softplus(logits)
+    return (torch.where(successes == 0, 0.0, successes * log_success)
+            + torch.where(failures == 0, 0.0, failures * log_failure))
+
+
+class _PooledBernoulli(Bernoulli):
+    """A pooled Bernoulli with infinite logits where the pool is certain (a component built from
+    probs 0 or 1), which torch's ``log_prob`` scores as NaN; a pool without them is a Bernoulli."""
+
+    def log_prob(self, value):
+        value = value.to(self.logits.dtype)
+        return torch.where(self.logits.isinf(), _certain_log_prob(self.logits, value, 1 - value),
+                           super().log_prob(value))
+
+
+class _PooledBinomial(Binomial):
+    """A pooled Binomial, with :class:`_PooledBernoulli`'s care for infinite logits."""
+
+    def log_prob(self, value):
+        value = value.to(self.logits.dtype)
+        n = self.total_count
+        log_choose = torch.lgamma(n + 1) - torch.lgamma(value + 1) - torch.lgamma(n - value + 1)
+        certain = log_choose + _certain_log_prob(self.logits, value, n - value)
+        return torch.where(self.logits.isinf(), certain, super().log_prob(value))
+
+
 @register_pool(td.Bernoulli, td.Bernoulli)
 def _pool_bernoulli(p, q, lam):
-    return Bernoulli(logits=_pool_binary_logits(p, q, lam, "Bernoulli"), validate_args=False)
+    logits = _pool_binary_logits(p, q, lam, "Bernoulli")
+    family = _PooledBernoulli if bool(logits.isinf().any()) else Bernoulli
+    return family(logits=logits, validate_args=False)
 
 
 @register_pool(td.Binomial, td.Binomial)
@@ -93,7 +129,9 @@ def _pool_binomial(p, q, lam):
             f"got {n_p[differ][0]:g} and {n_q[differ][0]:g} ({int(differ.sum())} pairs differ): the "
             f"base measure C(n, y) differs, so the pool is no Binomial; use fusion='linear'"
         )
-    return Binomial(n_p, logits=_pool_binary_logits(p, q, lam, "Binomial"), validate_args=False)
+    logits = _pool_binary_logits(p, q, lam, "Binomial")
+    family = _PooledBinomial if bool(logits.isinf().any()) else Binomial
+    return family(n_p, logits=logits, validate_args=False)
 
 
 @register_check(td.Binomial)

@@ -47,7 +47,7 @@ class LinearPool(TorchDistribution):
         return LinearPool(self.p.expand(batch_shape), self.q.expand(batch_shape), self.lam.expand(batch_shape))
 
     def log_prob(self, value):
-        log_p, log_q = self.p.log_prob(value), self.q.log_prob(value)
+        log_p, log_q = _log_prob_in_support(self.p, value), _log_prob_in_support(self.q, value)
         lam = self.lam.to(dtype=log_p.dtype, device=log_p.device)
         # lam in {0, 1}: logaddexp(x, -inf) = x, exactly the weighted component
         return torch.logaddexp(torch.log(lam) + log_p, torch.log1p(-lam) + log_q)
@@ -63,6 +63,31 @@ class LinearPool(TorchDistribution):
         mean_p = self.p.mean
         lam = unsqueeze_right(self.lam.to(dtype=mean_p.dtype, device=mean_p.device), len(self.event_shape))
         return lam * mean_p + (1 - lam) * self.q.mean
+
+
+def _log_prob_in_support(d, value):
+    """``d.log_prob(value)``, ``-inf`` where ``value`` lies outside the support of ``d``: a row is
+    scored at its partner's label too, which may lie outside the row's support when it varies by
+    row (a Binomial's ``total_count``, a Uniform's bounds). Such values are scored at a point of
+    the support (the value clamped to its bounds), then set to ``-inf``, so that a validating
+    distribution does not raise."""
+    try:
+        inside = d.support.check(value)
+    except NotImplementedError:  # a family that states no support: scored as it is
+        return d.log_prob(value)
+    if bool(inside.all()):
+        return d.log_prob(value)
+    support = getattr(d.support, "base_constraint", d.support)  # an Independent's, elementwise
+    lower, upper = getattr(support, "lower_bound", None), getattr(support, "upper_bound", None)
+    placed = value if lower is None else torch.maximum(value, torch.as_tensor(lower, dtype=value.dtype))
+    placed = placed if upper is None else torch.minimum(placed, torch.as_tensor(upper, dtype=value.dtype))
+    if not bool(d.support.check(placed).all()):
+        raise ValueError(
+            f"linear pool: a label lies outside the support {d.support} of {type(d).__name__}, which "
+            f"varies by row, and no point of the support to score it at is known; a mixture "
+            f"component gives such a label probability 0, so make the support the same for every row"
+        )
+    return torch.where(inside, d.log_prob(placed), -torch.inf)
 
 
 def linear_pool(p, q, lam):

@@ -99,4 +99,12 @@ def _check_base(d):
 def _check_transformed(d):
     if _dispatch_pool(type(d), type(d)) is _pool_transformed:  # not a family with its own rule
         _shared_transforms(d, d)
-    check_poolable(d.base_dist)
+    try:
+        check_poolable(d.base_dist)
+    except NotImplementedError as e:
+        # name the family the user wrote, not only the base it is built on
+        raise NotImplementedError(
+            f"{type(d).__name__} is pooled through its base distribution "
+            f"{type(d.base_dist).__name__}, which has no rule: {e} A rule for {type(d).__name__} "
+            f"itself works too: register_pool({type(d).__name__}, {type(d).__name__})"
+        ) from None
