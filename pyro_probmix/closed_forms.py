@@ -18,6 +18,7 @@ and setting keeps the general path::
 import math
 
 import torch
+from pyro.ops.provenance import ProvenanceTensor, detach_provenance, get_provenance, track_provenance
 from torch.distributions import Normal
 
 from .labels import GaussianKernel
@@ -106,10 +107,15 @@ class NormalProbMixLikelihood(ProbMixLikelihood):
 
     def log_prob(self, value):
         value = value.to(self.partner_value.dtype).expand(self.batch_shape)
-        return _FusedNormalLogProb.apply(
-            self.loc_i, self.scale_i, self.loc_j, self.scale_j, self.lam, value,
-            self.partner_value, self.beta, self.spread,
-        )
+        inputs = (self.loc_i, self.scale_i, self.loc_j, self.scale_j, self.lam, value, self.partner_value)
+        if any(isinstance(t, ProvenanceTensor) for t in inputs):
+            # TraceGraph_ELBO tracks which latents a site depends on in ProvenanceTensors, through
+            # which a custom autograd.Function loses its gradient: apply it to the plain tensors
+            # and give the result their provenance
+            provenance = get_provenance(inputs)
+            out = _FusedNormalLogProb.apply(*detach_provenance(inputs), self.beta, self.spread)
+            return track_provenance(out, provenance)
+        return _FusedNormalLogProb.apply(*inputs, self.beta, self.spread)
 
 
 def _normal_terms(loc_i, scale_i, loc_j, scale_j, lam, y_i, y_j, beta, spread):

@@ -19,6 +19,8 @@ from .likelihood import ProbMixLikelihood, fuse_observed_site, is_factor, never_
 from .pairing import LambdaSampler, Pairing, sample_symmetric_beta
 from .plates import (
     SAMPLE_PLATES,
+    check_reparameterised,
+    guide_site,
     PairingBook,
     data_frame,
     observed_rows,
@@ -165,11 +167,23 @@ class ProbMixMessenger(Messenger):
         drawn = self.book.drawn_plate_of(msg)
         if drawn is not None:
             score_anchors_only(msg, *drawn)
+        elif not msg["is_observed"]:
+            self._check_guide_latent(msg)
 
     def _pyro_post_sample(self, msg):
         if msg["is_observed"] and id(msg) not in self._observed_here and not site_is_subsample(msg):
             self._check_not_observed_outside(msg)
         self._observed_here.discard(id(msg))
+
+    def _check_guide_latent(self, msg):
+        """The model's pass over a latent of the guide in the data plate (full batch)."""
+        site = guide_site(msg["name"])
+        if site is None:
+            return
+        vectorized = [f for f in msg["cond_indep_stack"] if f.vectorized and f.name not in SAMPLE_PLATES]
+        names = [f.name for f in vectorized]
+        if self.book.data_plate in names or (self.book.data_plate is None and len(names) == 1):
+            check_reparameterised(msg["name"], site, self.book.data_plate or names[0])
 
     def _check_not_observed_outside(self, msg):
         """A site that a handler outside probmix observed (``pyro.condition(probmix(model), data)``)

@@ -17,6 +17,7 @@ __all__ = [
     "PairingBook",
     "check_labelled",
     "data_frame",
+    "check_reparameterised",
     "guide_site",
     "observed_rows",
     "plate_indices",
@@ -81,18 +82,9 @@ def score_anchors_only(msg, frame, pairing):
     anchors = pairing.anchor_mask.reshape((-1,) + (1,) * (-frame.dim - 1))
     site = None if msg["is_observed"] else guide_site(msg["name"])
     if site is not None:  # the model's pass over a latent variable of the guide
-        enumerated = site["infer"].get("enumerate") == "parallel"
-        if not enumerated and not site["fn"].has_rsample:
-            raise NotImplementedError(
-                f"site {msg['name']!r}: a latent variable of the guide that is not "
-                f"reparameterised ({type(site['fn']).__name__}), in the subsampled plate "
-                f"{frame.name!r}. probmix scores the anchor rows of a mini-batch only, which "
-                f"would also drop the score-function gradient of the partner rows, whose "
-                f"latents the anchors' fused likelihood uses. Use the full batch "
-                f"(pyro.plate({frame.name!r}, N)), a reparameterised guide, or enumerate the "
-                f"site (infer={{'enumerate': 'parallel'}} with TraceEnum_ELBO)"
-            )
-        if enumerated:  # its guide pass could not tell it from a latent enumerated in the model
+        check_reparameterised(msg["name"], site, frame.name)
+        if site["infer"].get("enumerate") == "parallel":
+            # its guide pass could not tell it from a latent enumerated in the model
             site["mask"] = mask_and(site["mask"], anchors)
     elif msg["infer"].get("enumerate") == "parallel":
         # enumerated in the model (or the guide's pass of a latent enumerated in the guide,
@@ -140,6 +132,23 @@ def plate_indices(frame):
         if isinstance(messenger, IndepMessenger) and messenger.name == frame.name:
             return messenger.indices
     return None
+
+
+def check_reparameterised(name, site, plate):
+    """Refuses a latent variable of the guide in the data plate ``plate`` that is neither
+    reparameterised nor enumerated. Its gradient is a score-function estimate, which Pyro's ELBOs
+    Rao-Blackwellise by plate: row i's latent is credited with row i's terms only, but row j's
+    fused likelihood uses row i's latent too (row i is j's partner), so the estimate is biased
+    (full batch) or, on mini-batches, the partner rows' terms are dropped."""
+    if site["infer"].get("enumerate") == "parallel" or site["fn"].has_rsample:
+        return
+    raise NotImplementedError(
+        f"site {name!r}: a latent variable of the guide that is not reparameterised "
+        f"({type(site['fn']).__name__}), in the data plate {plate!r}. Its score-function gradient "
+        f"credits each row's latent with that row's terms only, but the fused likelihood of the "
+        f"row's partner uses it too, so the gradient would be biased. Use a reparameterised "
+        f"guide, or enumerate the site (infer={{'enumerate': 'parallel'}} with TraceEnum_ELBO)"
+    )
 
 
 def guide_site(name):
