@@ -238,8 +238,8 @@ class KNNGraph(Graph):
     The neighbour table is built once, from Euclidean distances between standardised rows,
     and sampling a partner is one lookup per anchor (``O(batch)``). Up to
     :data:`~pyro_probmix.knn.EXACT_MAX_ROWS` = 50,000 rows the table is exact, built on the
-    features' device and in their dtype, in chunks of rows so that peak memory stays bounded
-    (time is ``O(N**2 d)``). Above, it comes from an approximate FAISS HNSW index (an optional
+    features' device with distances in float64 (float32 ranks close neighbours by rounding
+    noise), in chunks of rows so that peak memory stays bounded (time is ``O(N**2 d)``). Above, it comes from an approximate FAISS HNSW index (an optional
     extra: ``pip install pyro-probmix[faiss]``) whose search effort is raised until the recall
     on sampled rows reaches ``recall_target``, and whose recall is then measured against exact
     search on ``probes`` other rows (:func:`~pyro_probmix.knn.hnsw_neighbors`): 10**6 x 8 rows
@@ -258,8 +258,8 @@ class KNNGraph(Graph):
         feature dominates by its units. A column of zero variance (all values equal) is left
         unscaled: it adds no distance.
     chunk_size : int, optional
-        Rows per chunk of the exact distance computation; by default about ``2**25 / N`` so
-        that one chunk holds about ``2**25`` distances.
+        Rows per chunk of the exact distance computation; by default about ``2**24 / N`` so
+        that one chunk holds about ``2**24`` distances (128 MiB).
     method : str
         ``"auto"`` (exact up to 50,000 rows, ``"hnsw"`` above), ``"exact"`` or ``"hnsw"``.
     recall_target : float
@@ -322,7 +322,7 @@ class KNNGraph(Graph):
             raise ValueError(f"probes must be an int >= 1, got probes={probes!r}")
 
         # Distances do not change under translation; centring keeps the expansion
-        # ||x_j||^2 - 2 q . x_j accurate in float32 when the data sit far from the origin.
+        # ||x_j||^2 - 2 q . x_j accurate when the data sit far from the origin.
         x = x - x.mean(0)
         if standardize:
             # Zero variance is tested exactly: the computed std of a constant column is a
