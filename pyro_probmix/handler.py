@@ -15,12 +15,12 @@ from .embedding import EMBEDDING_KEY
 from .graphs import FullGraph, Graph
 from .jit_guard import check_not_in_compiled_loss, check_not_tracing
 from .labels import CRITERIA, LABEL_FUSIONS, LabelKernel, check_beta, default_label_kernel
-from .likelihood import ProbMixLikelihood, fuse_observed_site, is_factor, never_scored, unmask
+from .likelihood import ProbMixLikelihood, fuse_observed_site, is_factor, unmask
 from .pairing import LambdaSampler, Pairing, sample_symmetric_beta
 from .plates import (
-    SAMPLE_PLATES,
-    check_reparameterised,
-    guide_site,
+    check_guide_latent,
+    check_not_observed_outside,
+    check_whole_rows,
     PairingBook,
     data_frame,
     observed_rows,
@@ -168,41 +168,13 @@ class ProbMixMessenger(Messenger):
         if drawn is not None:
             score_anchors_only(msg, *drawn)
         elif not msg["is_observed"]:
-            self._check_guide_latent(msg)
+            check_guide_latent(msg, self.book.data_plate)
 
     def _pyro_post_sample(self, msg):
-        if msg["is_observed"] and id(msg) not in self._observed_here and not site_is_subsample(msg):
-            self._check_not_observed_outside(msg)
+        if (msg["is_observed"] and id(msg) not in self._observed_here and not site_is_subsample(msg)
+                and (self.sites is None or msg["name"] in self.sites)):
+            check_not_observed_outside(msg, self.book.data_plate)
         self._observed_here.discard(id(msg))
-
-    def _check_guide_latent(self, msg):
-        """The model's pass over a latent of the guide in the data plate (full batch)."""
-        site = guide_site(msg["name"])
-        if site is None:
-            return
-        vectorized = [f for f in msg["cond_indep_stack"] if f.vectorized and f.name not in SAMPLE_PLATES]
-        names = [f.name for f in vectorized]
-        if self.book.data_plate in names or (self.book.data_plate is None and len(names) == 1):
-            check_reparameterised(msg["name"], site, self.book.data_plate or names[0])
-
-    def _check_not_observed_outside(self, msg):
-        """A site that a handler outside probmix observed (``pyro.condition(probmix(model), data)``)
-        reached probmix as a latent variable, so it was not fused: refuse where it would have been."""
-        if msg["infer"].get("is_auxiliary") or msg["infer"].get("_deterministic") or EMBEDDING_KEY in msg["infer"]:
-            return
-        if self.sites is not None and msg["name"] not in self.sites:
-            return
-        if never_scored(msg):  # e.g. the value a poutine.reparam outside probmix put in place of a latent
-            return
-        vectorized = [f for f in msg["cond_indep_stack"] if f.vectorized and f.name not in SAMPLE_PLATES]
-        if any(f.name == self.book.data_plate for f in vectorized) or (self.book.data_plate is None and len(vectorized) == 1):
-            raise ValueError(
-                f"site {msg['name']!r} is observed by a handler outside probmix (e.g. "
-                f"pyro.condition(probmix(model), data), or poutine.do around the block), so it "
-                f"reached probmix as a latent variable and was not fused. Apply that handler "
-                f"inside: probmix(pyro.condition(model, data)), probmix(poutine.do(model, data)), "
-                f"or pass the observations to the model (obs=...)"
-            )
 
     # ----------------------------------------------------------------- plates
     def _data_frame(self, msg):
@@ -236,6 +208,14 @@ class ProbMixMessenger(Messenger):
                 f"embedding site {msg['name']!r}: {type(fn).__name__} has batch_shape "
                 f"{tuple(fn.batch_shape)}, which does not have the {pairing.partner.shape[0]} rows "
                 f"of plate {frame.name!r} at dim {dim}"
+            )
+        if pairing.embedded:
+            raise ValueError(
+                f"embedding site {msg['name']!r}: a second embedding() pooled in plate "
+                f"{frame.name!r} in one execution of the model. M-ProbMix pools one hidden layer: "
+                f"the layers after it already see the pool of both rows, so pooling a later one "
+                f"again with the same pairs mixes in the partner's partner, a third row. Mark one "
+                f"layer with embedding(), or choose it with probmix(..., sites=...)"
             )
         lam = pairing.lam_in(value_dtype(msg)).reshape((-1,) + (1,) * (-dim - 1))
         try:
@@ -282,6 +262,8 @@ class ProbMixMessenger(Messenger):
                 check_poolable(fn)  # before any pair is drawn: fail at the first step
             except (NotImplementedError, ValueError) as e:
                 raise type(e)(f"site {msg['name']!r}: {e}") from e
+        if self.criterion == "log_expected":
+            check_whole_rows(msg, frame)
         rows = rows_of(msg, fn, frame)
         pairing = self._pairing(msg, frame, rows, observed=observed_rows(mask, frame.dim))
         pairing.observed_fused = True

@@ -9,7 +9,7 @@ from pyro.poutine.replay_messenger import ReplayMessenger
 from pyro.poutine.runtime import _PYRO_STACK
 
 from .embedding import EMBEDDING_KEY
-from .likelihood import mask_and, scoring_dtype
+from .likelihood import mask_and, never_scored, scoring_dtype
 from .pairing import draw_subsample, draw_within
 
 __all__ = [
@@ -17,7 +17,10 @@ __all__ = [
     "PairingBook",
     "check_labelled",
     "data_frame",
+    "check_guide_latent",
+    "check_not_observed_outside",
     "check_reparameterised",
+    "check_whole_rows",
     "guide_site",
     "observed_rows",
     "plate_indices",
@@ -149,6 +152,59 @@ def check_reparameterised(name, site, plate):
         f"row's partner uses it too, so the gradient would be biased. Use a reparameterised "
         f"guide, or enumerate the site (infer={{'enumerate': 'parallel'}} with TraceEnum_ELBO)"
     )
+
+
+def _data_plate_name(msg, data_plate):
+    """The name of the data plate the site is in (``data_plate``, or its only vectorized plate),
+    or None."""
+    names = [f.name for f in msg["cond_indep_stack"] if f.vectorized and f.name not in SAMPLE_PLATES]
+    if data_plate in names:
+        return data_plate
+    return names[0] if data_plate is None and len(names) == 1 else None
+
+
+def check_guide_latent(msg, data_plate):
+    """The model's pass over a latent of the guide in the data plate (full batch): refused
+    unless reparameterised or enumerated (:func:`check_reparameterised`)."""
+    site = guide_site(msg["name"])
+    plate = _data_plate_name(msg, data_plate)
+    if site is not None and plate is not None:
+        check_reparameterised(msg["name"], site, plate)
+
+
+def check_not_observed_outside(msg, data_plate):
+    """A site of the data plate that a handler outside probmix observed
+    (``pyro.condition(probmix(model), data)``) reached probmix as a latent variable, so it was
+    not fused: refused."""
+    if msg["infer"].get("is_auxiliary") or msg["infer"].get("_deterministic") or EMBEDDING_KEY in msg["infer"]:
+        return
+    if never_scored(msg):  # e.g. the value a poutine.reparam outside probmix put in place of a latent
+        return
+    if _data_plate_name(msg, data_plate) is not None:
+        raise ValueError(
+            f"site {msg['name']!r} is observed by a handler outside probmix (e.g. "
+            f"pyro.condition(probmix(model), data), or poutine.do around the block), so it "
+            f"reached probmix as a latent variable and was not fused. Apply that handler "
+            f"inside: probmix(pyro.condition(model, data)), probmix(poutine.do(model, data)), "
+            f"or pass the observations to the model (obs=...)"
+        )
+
+
+def check_whole_rows(msg, frame):
+    """``criterion="log_expected"`` mixes the labels of a pair as whole rows,
+    ``log(lam p(y_i) + (1 - lam) p(y_j))`` with ``p(y_i)`` the product over a row's cells: a site
+    in another plate besides the data plate splits a row into cells (or holds several groups of
+    rows), which the handler cannot tell apart, and mixing cell by cell is another objective."""
+    others = [f.name for f in msg["cond_indep_stack"]
+              if f.vectorized and f.name not in SAMPLE_PLATES and f.name != frame.name]
+    if others:
+        raise NotImplementedError(
+            f"site {msg['name']!r}: criterion='log_expected' mixes the labels of the two rows of a "
+            f"pair as whole rows, but the site is also in plate(s) {others}, which split each row "
+            f"of plate {frame.name!r} into cells that would be mixed one by one. Write those "
+            f"dims as the event (d.to_event(n)), or use criterion='expected_log', which is the "
+            f"same for cells and rows"
+        )
 
 
 def guide_site(name):
