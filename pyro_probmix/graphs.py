@@ -123,10 +123,17 @@ class Graph:
                 f"or pyro.plate('data', {self.num_nodes}, subsample_size=B). FullGraph() pairs "
                 f"rows of any batch."
             )
-        return self._sample(anchors, num_rows)
+        partners = self._sample(anchors, num_rows)
+        return _checked_partners(self, partners, anchors, num_rows) if self.check_partners else partners
 
     def _sample(self, anchors, num_rows):
         raise NotImplementedError
+
+    #: whether :meth:`sample` checks the partners that ``_sample`` returns (dtype, shape, range):
+    #: True for a subclass written outside the library, whose bad index (a -1 for "no
+    #: neighbour", say) would otherwise select another row silently; the library's own graphs
+    #: return valid partners by construction and skip the check
+    check_partners = True
 
     #: rounds of redrawing in the default :meth:`sample_among`
     among_tries = 16
@@ -137,15 +144,17 @@ class Graph:
         ``allowed`` (bool, one per node), i.e. the graph's distribution conditioned on an
         allowed partner; an anchor with no allowed partner gets itself.
 
-        The default redraws the anchors whose partner is not allowed, ``among_tries`` times, and
-        then gives the remaining ones themselves: an anchor whose allowed partners hold mass ``q``
-        of its edges gets itself with probability ``(1 - q) ** among_tries``. Subclasses that
+        The default draws once and redraws the anchors whose partner is not allowed up to
+        ``among_tries`` times, and then gives the remaining ones themselves: an anchor whose
+        allowed partners hold mass ``q`` of its edges gets itself with probability
+        ``(1 - q) ** (among_tries + 1)``. Subclasses that
         can sample the restriction exactly override it (:class:`FullGraph`, :class:`KNNGraph`).
 
         >>> graph = FullGraph()
         >>> graph.sample_among(torch.arange(4), 4, torch.tensor([True, True, False, False])).tolist()[:2]
         [1, 0]
         """
+        _check_allowed(allowed, num_rows)
         partners = self.sample(anchors, num_rows)
         for _ in range(self.among_tries):
             rejected = (~allowed[partners]).nonzero().squeeze(-1)
@@ -168,6 +177,33 @@ class Graph:
         return f"{type(self).__name__}(num_nodes={self.num_nodes})"
 
 
+def _checked_partners(graph, partners, anchors, num_rows):
+    """The partners a user's graph returned, as a LongTensor, after checking them."""
+    if not (isinstance(partners, torch.Tensor) and not partners.is_floating_point()
+            and not partners.is_complex() and partners.dtype != torch.bool):
+        got = f"dtype {partners.dtype}" if isinstance(partners, torch.Tensor) else type(partners).__name__
+        raise ValueError(f"{graph!r}: _sample must return an integer tensor of partner rows, got {got}")
+    if partners.shape != anchors.shape:
+        raise ValueError(
+            f"{graph!r}: _sample returned partners of shape {tuple(partners.shape)} for anchors of "
+            f"shape {tuple(anchors.shape)}: one partner per anchor"
+        )
+    if partners.numel() and not (0 <= int(partners.min()) and int(partners.max()) < num_rows):
+        bad = (partners < 0) | (partners >= num_rows)
+        raise ValueError(
+            f"{graph!r}: _sample returned partner {int(partners[bad][0])} (of anchor "
+            f"{int(anchors[bad][0])}), outside range(num_rows={num_rows}); an anchor with no "
+            f"partner can be paired with itself"
+        )
+    return partners.long()
+
+
+def _check_allowed(allowed, num_rows):
+    if not (isinstance(allowed, torch.Tensor) and allowed.dtype == torch.bool and allowed.shape == (num_rows,)):
+        got = f"dtype {allowed.dtype} and shape {tuple(allowed.shape)}" if isinstance(allowed, torch.Tensor) else type(allowed).__name__
+        raise ValueError(f"allowed must be a bool tensor of shape (num_rows,)=({num_rows},), got {got}")
+
+
 class FullGraph(Graph):
     """
     The fully connected graph of §5: the partner of row ``i`` is uniform over the other rows
@@ -187,6 +223,8 @@ class FullGraph(Graph):
     >>> graph.sample(torch.zeros(3, dtype=torch.long), num_rows=1).tolist()
     [0, 0, 0]
     """
+
+    check_partners = False  # valid by construction
 
     def __init__(self, self_loops: bool = False) -> None:
         super().__init__()
@@ -210,6 +248,7 @@ class FullGraph(Graph):
 
     def sample_among(self, anchors, num_rows, allowed):
         self.sample(anchors[:0], num_rows)  # checks the arguments
+        _check_allowed(allowed, num_rows)
         candidates = allowed.nonzero().squeeze(-1)
         num_candidates = len(candidates)
         if num_candidates == 0:
@@ -293,6 +332,8 @@ class KNNGraph(Graph):
     ('exact', 1.0, 0)
     """
 
+    check_partners = False  # valid by construction
+
     def __init__(
         self,
         features: torch.Tensor,
@@ -356,6 +397,7 @@ class KNNGraph(Graph):
 
     def sample_among(self, anchors, num_rows, allowed):
         self.sample(anchors[:0], num_rows)  # checks the arguments
+        _check_allowed(allowed, num_rows)
         (neighbors,) = self._tables_on(anchors.device)
         candidates = neighbors[anchors]
         weights = allowed[candidates].to(torch.get_default_dtype())

@@ -108,15 +108,16 @@ def training_rows(graph, frame, rows, indices):
         torch.equal(indices, nodes) or torch.equal(torch.sort(indices).values, nodes)
     )
     if not whole:
+        size = rows if frame.full_size in (None, -1) else frame.full_size  # -1: inferred from the batch
         other_plate = (
-            f"The plate has {frame.full_size} rows and the graph {n} nodes: build the graph from "
+            f"The plate has {size} rows and the graph {n} nodes: build the graph from "
             f"the features of this plate's rows, or, if another plate holds the {n} training rows, "
             f"name it with probmix(..., plate=...). "
-            if frame.full_size != n else ""
+            if size != n else ""
         )
         raise ValueError(
             f"{graph!r} pairs the {n} training rows, but plate {frame.name!r} holds "
-            f"{rows} of {frame.full_size} rows chosen outside probmix, so a partner may lie "
+            f"{rows} of {size} rows chosen outside probmix, so a partner may lie "
             f"outside the batch. {other_plate}Otherwise declare pyro.plate({frame.name!r}, {n}, subsample_size=B) "
             f"inside the model (probmix then draws anchors and their partners; pass "
             f"probmix(..., plate={frame.name!r}) if several plates have {n} rows), give the "

@@ -94,6 +94,8 @@ class WeightedGraph(Graph):
     [0, 0]
     """
 
+    check_partners = False  # valid by construction
+
     def __init__(
         self, edges: torch.Tensor, weights: torch.Tensor | None = None, num_nodes: int | None = None
     ) -> None:
@@ -162,8 +164,13 @@ class WeightedGraph(Graph):
                 f"to be drawn as an anchor i, but {len(lonely)} have none: {listed}"
             )
         last = degrees.cumsum(0) - 1  # position of each node's last out-edge
-        totals = torch.zeros(num_nodes, dtype=torch.float64, device=edges.device).index_add_(0, sources, weights)
-        running = torch.cumsum(weights / totals[sources], 0)
+        # relative to each row's largest weight, so that no row's total overflows (two weights
+        # of 1e308 sum to inf, which sent all of the row's probability to its last edge)
+        row_max = torch.zeros(num_nodes, dtype=torch.float64, device=edges.device).scatter_reduce_(
+            0, sources, weights, "amax", include_self=False)
+        relative = weights / row_max[sources]
+        totals = torch.zeros(num_nodes, dtype=torch.float64, device=edges.device).index_add_(0, sources, relative)
+        running = torch.cumsum(relative / totals[sources], 0)
         # Each row's cumulative probabilities, taken from the global running sum: non-decreasing,
         # clamped to 1, and ending at exactly 1 so that row i spans (i, i + 1] with no gap.
         before = torch.cat([running.new_zeros(1), running[last[:-1]]])

@@ -450,3 +450,47 @@ def test_knn_hnsw_searches_short_rows_exactly(monkeypatch):
     graph = KNNGraph(x, k=4, method="hnsw", probes=50)
     assert (graph.neighbors >= 0).all()
     assert same_sets(graph.neighbors[:1], brute_knn(x, 4)[:1])
+
+
+# ------------------------------------------------------------------------------ graphs of users
+class _Returns(Graph):
+    """A user's graph whose partners are given: for the checks of what ``_sample`` returns."""
+
+    def __init__(self, partners):
+        super().__init__()
+        self.partners = partners
+
+    def _sample(self, anchors, num_rows):
+        return self.partners
+
+
+@pytest.mark.parametrize(
+    "partners, message",
+    [
+        (torch.tensor([1, -1, 0]), r"returned partner -1 \(of anchor 1\), outside range\(num_rows=3\)"),
+        (torch.tensor([1, 3, 0]), r"returned partner 3 \(of anchor 1\), outside range\(num_rows=3\)"),
+        (torch.tensor([1.0, 2.0, 0.0]), "must return an integer tensor of partner rows, got dtype torch.float32"),
+        (torch.tensor([1, 2]), r"partners of shape \(2,\) for anchors of shape \(3,\)"),
+        ([1, 2, 0], "must return an integer tensor of partner rows, got list"),
+    ],
+)
+def test_a_users_graph_that_returns_bad_partners_is_named(partners, message):
+    """A -1 for "no neighbour" selected the last row, silently (a probe: every partner became
+    row 7 of 8 on the full batch)."""
+    with pytest.raises(ValueError, match=message):
+        _Returns(partners).sample(torch.arange(3), num_rows=3)
+    assert _Returns(torch.tensor([1, 2, 0], dtype=torch.int32)).sample(torch.arange(3), 3).dtype == torch.long
+
+
+def test_sample_among_takes_a_bool_mask_of_the_rows():
+    for graph in (FullGraph(), KNNGraph(torch.arange(4.0), k=2), WeightedGraph(torch.tensor([[0, 1, 2, 3], [1, 0, 3, 2]]))):
+        with pytest.raises(ValueError, match=r"allowed must be a bool tensor of shape \(num_rows,\)=\(4,\), got dtype torch.int64"):
+            graph.sample_among(torch.arange(4), 4, torch.tensor([1, 1, 0, 0]))
+
+
+def test_weighted_graph_rows_whose_weights_sum_past_the_float_range_keep_their_ratios():
+    """Two weights of 1e308 summed to inf and sent all of the row's probability to its last edge."""
+    graph = WeightedGraph(torch.tensor([[0, 0, 1, 2], [1, 2, 0, 0]]), torch.tensor([1e308, 1e308, 1.0, 1.0], dtype=torch.float64))
+    torch.manual_seed(0)
+    counts = torch.bincount(graph.sample(torch.zeros(4000, dtype=torch.long), 3), minlength=3)
+    assert counts[0] == 0 and abs(int(counts[1]) - 2000) < 150  # 150 is 4.7 sd of Binomial(4000, 1/2)
