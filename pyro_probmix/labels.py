@@ -282,10 +282,15 @@ def default_label_kernel(d: Distribution, beta: float) -> LabelKernel:
         return DiracKernel()
     if d.support.is_discrete and d.has_enumerate_support:
         return SmoothingKernel(beta)
+    events = (
+        " For several discrete labels per row (d.to_event(n)), score each label in a plate of its "
+        "own instead of the event: the smoothing kernel then applies to each."
+        if d.support.is_discrete and d.event_shape else ""
+    )
     raise NotImplementedError(
         f"no label kernel for {type(d).__name__} with support {d.support} and beta={beta}: "
         f"the built-in kernels cover real-valued labels (Gaussian) and finite discrete labels "
-        f"(smoothing); use beta=0 or pass label_kernel=<a LabelKernel subclass>"
+        f"(smoothing); use beta=0 or pass label_kernel=<a LabelKernel subclass>.{events}"
     )
 
 
