@@ -45,19 +45,27 @@ def save(items, results=RESULTS, state=STATE):
         if not records.is_dir():
             sys.exit(f"save: no records of {item!r} under {records}")
         pack = state / f"{item}.tar.xz"
-        runs = 0
+        runs, others = 0, {}
         with tarfile.open(pack.with_suffix(".tmp"), "w:xz") as tar:
             for path in sorted(records.rglob("*.json")):
                 record = json.loads(path.read_text())
-                if record.get("fingerprint", {}).get("code") != FINGERPRINT:
-                    continue  # another code version's run: not part of these results
+                code = record.get("fingerprint", {}).get("code")
+                if code != FINGERPRINT:  # another code version's run: not part of these results
+                    others[code] = others.get(code, 0) + 1
+                    continue
                 record.pop("arrays", None)
                 _add(tar, path.relative_to(results), json.dumps(record, indent=1) + "\n")
                 runs += 1
             for path in selections:
                 _add(tar, path.relative_to(results), path.read_text())
+        if others and not runs:
+            pack.with_suffix(".tmp").unlink()
+            sys.exit(f"save: no record of {item!r} is of the code {FINGERPRINT} (FINGERPRINT); "
+                     f"found {others} (fingerprint: records)")
         pack.with_suffix(".tmp").replace(pack)
-        print(f"{pack.name}: {runs} runs, {len(selections)} selection file(s), {pack.stat().st_size / 1024:.0f} KB")
+        skipped = f", {sum(others.values())} of other code versions left out" if others else ""
+        print(f"{pack.name}: {runs} runs{skipped}, {len(selections)} selection file(s), "
+              f"{pack.stat().st_size / 1024:.0f} KB")
 
 
 def _add(tar, name, text):

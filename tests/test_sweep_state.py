@@ -70,3 +70,11 @@ def test_a_pack_that_writes_outside_the_results_folder_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="not a file under results/"):
         sweep_state.restore(results=tmp_path / "results", state=state)
     assert not (tmp_path / "outside.json").exists()
+
+
+def test_a_pack_of_another_code_versions_records_only_is_refused(tmp_path):
+    old = RecordStore(tmp_path / "old" / "uci-controls")
+    _write(old, 0, "0123456789abcdef")
+    with pytest.raises(SystemExit, match="no record of 'power-plant' is of the code"):
+        sweep_state.save(["power-plant"], results=tmp_path / "old", state=tmp_path / "state")
+    assert not list((tmp_path / "state").iterdir())
