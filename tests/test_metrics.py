@@ -281,3 +281,13 @@ def test_pit_histogram_rejects_values_outside_unit_interval():
         pit_histogram(torch.tensor([0.5, float("nan")]))
     with pytest.raises(ValueError, match="bins must be a positive int, got 0"):
         pit_histogram(torch.tensor([0.5]), bins=0)
+
+
+def test_classification_scores_take_the_log_of_tiny_label_probabilities():
+    """Categorical(probs=...) clamps probabilities at eps, which capped a label's NLL at
+    -log(eps) = 36.04 in the experiments' scores (a probe: 36.04 for p = 1e-20, not 46.05)."""
+    from pyro_probmix.experiments.scoring import classification_scores
+
+    probs = torch.tensor([[1 - 1e-20, 1e-20], [0.5, 0.5]], dtype=torch.float64)
+    nll = classification_scores(probs, torch.tensor([1, 0]))["nll"]
+    assert math.isclose(nll, (-math.log(1e-20) + math.log(2)) / 2, rel_tol=1e-12)

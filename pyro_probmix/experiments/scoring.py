@@ -145,7 +145,9 @@ def classification_scores(probs, y):
     conf, acc, counts = metrics.reliability_bins(probs, y, bins=ECE_BINS)
     nan_to_none = lambda t: [None if math.isnan(v) else v for v in t.tolist()]  # noqa: E731
     return {
-        "nll": metrics.nll(torch.distributions.Categorical(probs=probs.clamp_min(1e-300)), y),
+        # from log-probabilities: Categorical(probs=...) clamps them at eps, which capped a
+        # label's NLL at -log(eps) = 36.04 (the validation NLL of train.py takes the same log)
+        "nll": metrics.nll(torch.distributions.Categorical(logits=probs.clamp_min(1e-300).log()), y),
         "accuracy": metrics.accuracy(probs, y),
         "ece": metrics.expected_calibration_error(probs, y, bins=ECE_BINS),
         "reliability": {"confidence": nan_to_none(conf), "accuracy": nan_to_none(acc), "counts": counts.tolist()},
