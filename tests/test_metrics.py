@@ -291,3 +291,19 @@ def test_classification_scores_take_the_log_of_tiny_label_probabilities():
     probs = torch.tensor([[1 - 1e-20, 1e-20], [0.5, 0.5]], dtype=torch.float64)
     nll = classification_scores(probs, torch.tensor([1, 0]))["nll"]
     assert math.isclose(nll, (-math.log(1e-20) + math.log(2)) / 2, rel_tol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "score, message",
+    [
+        (lambda: interval_coverage(torch.zeros(3), 1.0, torch.tensor([0.0, math.nan, 1.0])), "y holds 1 NaN of 3"),
+        (lambda: accuracy(torch.tensor([[math.nan, 0.0], [1.0, 0.0]]), torch.tensor([0, 0])), "probs_or_logits holds 1 NaN"),
+        (lambda: gaussian_nll(torch.tensor([0.0, math.nan]), 1.0, torch.zeros(2)), "loc holds 1 NaN of 2"),
+        (lambda: rmse(torch.tensor([0.0, math.nan]), torch.zeros(2)), "pred holds 1 NaN of 2"),
+    ],
+)
+def test_nan_inputs_are_refused_not_counted(score, message):
+    """NaN was counted as outside every interval (coverage 0.33 for [0, NaN, 1]) and a NaN row
+    of logits as correct (accuracy 1.0); the means returned NaN."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        score()

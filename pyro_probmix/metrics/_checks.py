@@ -30,3 +30,11 @@ def _broadcasts_to(shape, target):
 def _check_bins(bins):
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
         raise ValueError(f"bins must be a positive int, got {bins!r}")
+
+
+def _check_not_nan(**tensors):
+    """Refuses NaN in any of ``tensors`` (a mean over them would be NaN, or, for a comparison
+    such as coverage or accuracy, silently count the NaN entries one way)."""
+    for name, x in tensors.items():
+        if x.is_floating_point() and bool(x.isnan().any()):
+            raise ValueError(f"{name} holds {int(x.isnan().sum())} NaN of {x.numel()} entries")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import _check_bins, _compute_dtype
+from ._checks import _check_bins, _check_not_nan, _compute_dtype
 
 __all__ = ["accuracy", "expected_calibration_error", "reliability_bins"]
 
@@ -16,6 +16,7 @@ def _check_scores(name, x):
     x = torch.as_tensor(x)
     if x.dim() != 2 or x.shape[0] == 0:
         raise ValueError(f"{name} must have shape (N, C) with N >= 1, got {tuple(x.shape)}")
+    _check_not_nan(**{name: x})
     return x
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ._checks import TensorLike, _broadcasts_to, _check_bins, _check_rows, _compute_dtype
+from ._checks import TensorLike, _broadcasts_to, _check_bins, _check_not_nan, _check_rows, _compute_dtype
 
 __all__ = ["gaussian_crps", "gaussian_nll", "interval_coverage", "nll", "pit", "pit_histogram", "rmse"]
 
@@ -32,6 +32,7 @@ def _gaussian_args(loc, scale, y):
         )
     if not bool((scale > 0).all()):  # also rejects NaN
         raise ValueError(f"scale must be positive, got a minimum of {scale.min().item():g}")
+    _check_not_nan(loc=loc, y=y)
     dtype = _compute_dtype(loc, scale, y)
     return loc.to(dtype), scale.to(dtype), y.to(dtype)
 
@@ -134,6 +135,7 @@ def rmse(pred: torch.Tensor, y: torch.Tensor) -> float:
     _check_rows("pred", pred)
     if y.shape != pred.shape:
         raise ValueError(f"y has shape {tuple(y.shape)} but pred has shape {tuple(pred.shape)}")
+    _check_not_nan(pred=pred, y=y)
     dtype = _compute_dtype(pred, y)
     return (pred.to(dtype) - y.to(dtype)).square().mean().sqrt().item()
 
