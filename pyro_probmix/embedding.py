@@ -39,6 +39,10 @@ def embedding(name: str, fn: Distribution, *, mean: bool = False) -> torch.Tenso
     >>> z.shape
     torch.Size([3, 2])
     """
+    if not isinstance(name, str):
+        raise TypeError(f"embedding: the site name must be a str, got {name!r}")
+    if not isinstance(mean, bool):
+        raise TypeError(f"embedding site {name!r}: mean must be True or False, got {mean!r}")
     if not getattr(fn, "has_rsample", False):
         raise ValueError(
             f"embedding site {name!r}: {type(fn).__name__} is not reparameterisable "

@@ -2,6 +2,7 @@
 """
 The ``probmix`` effect handler.
 """
+import numbers
 from typing import Callable, Iterable, Optional, Union
 
 import torch
@@ -85,17 +86,15 @@ class ProbMixMessenger(Messenger):
         if plate is not None and not isinstance(plate, str):
             raise TypeError(f"plate must be the name of a pyro.plate (a str), got {plate!r}")
         self.plate = plate
-        if isinstance(sites, str):
-            sites = (sites,)
-        self.sites = None if sites is None else frozenset(sites)
+        self.sites = _site_names(sites)
         self.pool = get_pooler(fusion)
         _check_choice("label_fusion", label_fusion, LABEL_FUSIONS)
         _check_choice("criterion", criterion, CRITERIA)
         self.label_fusion = label_fusion
         self.criterion = criterion
-        if not (isinstance(num_samples, int) and num_samples >= 1):
+        if isinstance(num_samples, bool) or not (isinstance(num_samples, numbers.Integral) and num_samples >= 1):
             raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
-        self.num_samples = num_samples
+        self.num_samples = int(num_samples)
         if label_kernel is not None and not isinstance(label_kernel, LabelKernel):
             raise TypeError(
                 f"label_kernel must be a pyro_probmix.labels.LabelKernel, got {label_kernel!r}"
@@ -298,8 +297,22 @@ class ProbMixMessenger(Messenger):
         self.log.check_end()
 
 
+def _site_names(sites):
+    """``sites=`` as a frozenset of names (None: every site)."""
+    if sites is None:
+        return None
+    names = (sites,) if isinstance(sites, str) else sites
+    try:
+        names = frozenset(names)
+    except TypeError:  # not iterable, or holding unhashable items
+        names = None
+    if names is None or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"sites must be a site name (str) or a collection of site names, got {sites!r}")
+    return names
+
+
 def _check_choice(name, value, choices):
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name}={value!r} is not supported; expected one of {list(choices)}")
 
 
@@ -392,8 +405,15 @@ def probmix(
     >>> round(svi.evaluate_loss(x, y) / 20, 0) > -5
     True
     """
+    if isinstance(fn, Graph):
+        raise TypeError(
+            f"probmix's first argument is the model or alpha, got the graph {fn!r}: pass it as "
+            f"probmix(alpha, graph) or probmix(alpha=..., graph=...)"
+        )
     if fn is not None and not callable(fn):  # probmix(alpha, graph), the handler's first form
         if graph is None:
+            if alpha is not None and not isinstance(alpha, Graph):  # probmix(0.1, alpha=0.2)
+                raise TypeError(f"probmix got alpha twice: {fn!r} as its first argument and alpha={alpha!r}")
             fn, alpha, graph = None, fn, alpha
         elif alpha is None:  # probmix(alpha, graph=...)
             fn, alpha = None, fn

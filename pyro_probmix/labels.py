@@ -17,6 +17,7 @@ draws of :math:`\\tilde y` otherwise.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any  # a kernel's per-row representation (a tensor, a distribution...)
 
 import torch
@@ -40,7 +41,9 @@ CRITERIA = ("expected_log", "log_expected")
 
 def check_beta(beta: float) -> float:
     """``beta`` as a float, or a ValueError saying what is accepted."""
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta < math.inf:
+    if isinstance(beta, bool) or not isinstance(beta, numbers.Real):
+        raise TypeError(f"beta must be a number (int or float), got {type(beta).__name__} {beta!r}")
+    if not 0 <= beta < math.inf:
         raise ValueError(f"beta must be a finite number >= 0, got beta={beta!r}")
     return float(beta)
 

@@ -12,6 +12,7 @@ A :class:`Pairing` belongs to one execution of the model. It is drawn in one of 
   drawn among observed rows.
 """
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -19,6 +20,9 @@ import torch
 from torch.distributions import constraints
 
 __all__ = ["Pairing", "LambdaSampler", "draw_subsample", "draw_within", "sample_symmetric_beta"]
+
+#: the smallest alpha: Joehnk's log(1 - U) / alpha stays finite in float32 above it
+MIN_ALPHA = 1e-30
 
 # anchors are drawn with replacement when the batch is at most 1/16 of the rows
 _REPLACEMENT_RATIO = 16
@@ -72,10 +76,15 @@ class LambdaSampler:
             )
         self.alpha = self.fixed = self.dist = None
         if alpha is not None:
-            if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < float("inf"):
-                raise ValueError(f"alpha must be a finite number > 0, got alpha={alpha!r}")
+            if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+                raise TypeError(f"alpha must be a number (int or float), got {type(alpha).__name__} {alpha!r}")
+            if not MIN_ALPHA <= alpha < float("inf"):
+                raise ValueError(
+                    f"alpha must be a finite number >= {MIN_ALPHA:g}, got alpha={alpha!r} (below that, "
+                    f"Beta(alpha, alpha) is a fair coin on {{0, 1}} to float precision: no pair is fused)"
+                )
             self.alpha = float(alpha)
-        elif isinstance(lam, (int, float)) and not isinstance(lam, bool):
+        elif isinstance(lam, numbers.Real) and not isinstance(lam, bool):
             if not 0 <= lam <= 1:
                 raise ValueError(f"a fixed lam must lie in [0, 1], got lam={lam!r}")
             self.fixed = float(lam)
@@ -120,23 +129,30 @@ def sample_symmetric_beta(alpha, n, device=None, dtype=None, generator=None):
     >>> bool(abs(lam.mean() - 0.5) < 0.01), bool(abs(lam.var() - 1 / (4 * 1.2)) < 0.01)
     (True, True)
     """
+    out_dtype = dtype or torch.get_default_dtype()
+    dtype = torch.promote_types(out_dtype, torch.float32)  # drawn in float32 at least (no half Gamma)
     if alpha > 1:
+        if alpha > torch.finfo(dtype).max:
+            raise ValueError(f"alpha={alpha:g} overflows {dtype}, the dtype lambda is drawn in")
         concentration = torch.full((2, n), float(alpha), device=device, dtype=dtype)
         # torch.distributions.Gamma samples with this same kernel; calling it directly skips
         # the per-call construction and validation that dominate for small n
         gamma = torch._standard_gamma(concentration, generator=generator)
-        return gamma[0] / (gamma[0] + gamma[1])
+        # G0 / (G0 + G1) as a sigmoid of log-ratios: the sum of two huge draws overflows
+        return torch.sigmoid(gamma[0].log() - gamma[1].log()).to(out_dtype)
     acceptance = math.exp(2 * math.lgamma(alpha + 1) - math.lgamma(2 * alpha + 1))
     draws, missing = [], n
     while missing > 0:
         size = int(missing / acceptance * 1.1) + 16
-        # 1 - U lies in (0, 1], so its log is finite
+        # 1 - U lies in (0, 1], so its log is finite, and at most 36.8 in size: divided by an
+        # alpha >= MIN_ALPHA it stays finite in float32 (below, both could be -inf: NaN)
         log_xy = torch.rand(2, size, device=device, dtype=dtype, generator=generator).neg_().add_(1).log_().div_(alpha)
         accepted = torch.logaddexp(log_xy[0], log_xy[1]) <= 0
         lam = torch.sigmoid(log_xy[0] - log_xy[1])[accepted][:missing]
         draws.append(lam)
         missing -= len(lam)
-    return draws[0] if len(draws) == 1 else torch.cat(draws)
+    lam = draws[0] if len(draws) == 1 else torch.cat(draws)
+    return lam.to(out_dtype)
 
 
 def draw_subsample(graph, lam_sampler, plate, size, batch, device, dtype, layouts):

@@ -229,8 +229,11 @@ class LabelKernelGraph(WeightedGraph):
 
     def __init__(self, labels: torch.Tensor, bandwidth: float, *, max_edges: int = 5 * 10**7) -> None:
         y = _data_rows("labels", labels).to(torch.float64)
-        if not (_is_real(bandwidth) and 0 < bandwidth < math.inf):
-            raise ValueError(f"bandwidth must be a finite number > 0, got bandwidth={bandwidth!r}")
+        if not (_is_real(bandwidth) and 0 < bandwidth < math.inf and 0 < 2.0 * float(bandwidth) * float(bandwidth) < math.inf):
+            raise ValueError(
+                f"bandwidth must be a finite number > 0 whose 2 h^2 is a finite positive float64, "
+                f"got bandwidth={bandwidth!r}"
+            )
         if not (_is_int(max_edges) and max_edges >= 1):
             raise ValueError(f"max_edges must be an int >= 1, got max_edges={max_edges!r}")
         super().__init__(*_kernel_edges(y, float(bandwidth), max_edges), num_nodes=len(y))

@@ -494,3 +494,11 @@ def test_weighted_graph_rows_whose_weights_sum_past_the_float_range_keep_their_r
     torch.manual_seed(0)
     counts = torch.bincount(graph.sample(torch.zeros(4000, dtype=torch.long), 3), minlength=3)
     assert counts[0] == 0 and abs(int(counts[1]) - 2000) < 150  # 150 is 4.7 sd of Binomial(4000, 1/2)
+
+
+@pytest.mark.parametrize("bandwidth", [1e-300, 1e300])
+def test_label_kernel_bandwidths_whose_square_leaves_the_float_range_are_refused(bandwidth):
+    """1e-300 gave NaN weights (an error about weights the user never passed), 1e300 an
+    OverflowError from Python's float power."""
+    with pytest.raises(ValueError, match="bandwidth must be a finite number > 0 whose 2 h\\^2"):
+        LabelKernelGraph(torch.tensor([0.0, 1.0, 2.0]), bandwidth=bandwidth)

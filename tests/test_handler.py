@@ -374,8 +374,15 @@ def test_embedding_outside_probmix_adds_nothing_to_the_elbo():
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        (dict(alpha=0.0), ValueError, "alpha must be a finite number > 0"),
+        (dict(alpha=0.0), ValueError, "alpha must be a finite number >= 1e-30"),
         (dict(alpha=-1.0), ValueError, "alpha must be"),
+        # below 1e-30 Joehnk's log(1 - U) / alpha overflowed float32 and lambda came out NaN
+        (dict(alpha=1e-38), ValueError, "alpha must be a finite number >= 1e-30"),
+        (dict(alpha=torch.tensor(0.5)), TypeError, "alpha must be a number .int or float., got Tensor"),
+        (dict(alpha=0.1, beta=torch.tensor(0.1)), TypeError, "beta must be a number"),
+        (dict(alpha=0.1, num_samples=True), ValueError, "num_samples must be an int >= 1, got True"),
+        (dict(alpha=0.1, sites=5), TypeError, "sites must be a site name"),
+        (dict(alpha=0.1, fusion=["linear"]), ValueError, "fusion=\\['linear'\\] is not a pooling rule"),
         (dict(), ValueError, "exactly one of alpha"),
         (dict(alpha=0.1, lam=0.5), ValueError, "exactly one of alpha"),
         (dict(lam=1.5), ValueError, r"lie in \[0, 1\]"),
@@ -560,3 +567,27 @@ def test_vectorized_particles_share_the_pairs_of_the_data_plate():
         loss = elbo.differentiable_loss(bayesian_model, guide, x, y)
     assert torch.isfinite(loss)
     assert handler.pairings["data"].partner.shape == (20,)
+
+
+def test_numpy_numbers_are_numbers_and_positional_mistakes_are_named():
+    import numpy as np
+
+    handler = probmix(alpha=np.float32(0.5), beta=np.float64(0.1), num_samples=np.int64(2))
+    assert (handler.lam_sampler.alpha, handler.beta, handler.num_samples) == (0.5, 0.1, 2)
+    with pytest.raises(TypeError, match="first argument is the model or alpha, got the graph"):
+        probmix(FullGraph(), alpha=0.1)
+    with pytest.raises(TypeError, match="probmix got alpha twice: 0.1 as its first argument and alpha=0.2"):
+        probmix(0.1, alpha=0.2)
+
+
+@pytest.mark.parametrize("alpha", [1e-30, 1e-6, 0.1, 2.0, 1e3, 3e38])
+def test_lambda_is_a_finite_draw_of_beta_over_the_whole_range_of_alpha(alpha):
+    """At the ends the draws came out NaN (alpha < 1e-38: log(1 - U) / alpha overflowed) or 0
+    (alpha = 3.4e38: the sum of two Gamma draws overflowed); now mean 1/2 and variance
+    1 / (4 (2 alpha + 1)) within 5 standard errors of 20,000 draws."""
+    torch.manual_seed(0)
+    lam = probmix(alpha=alpha).lam_sampler.sample(20_000, "cpu", torch.float32).double()
+    assert bool(lam.isfinite().all()) and 0 <= lam.min() and lam.max() <= 1
+    var = 1 / (4 * (2 * alpha + 1))
+    assert abs(lam.mean() - 0.5) < 5 * (var / 20_000) ** 0.5 + 1e-7
+    assert abs(lam.var() - var) < 5 * var * (2 / 20_000) ** 0.5 * 2 + 1e-12

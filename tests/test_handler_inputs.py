@@ -547,3 +547,11 @@ def test_log_expected_is_refused_where_another_plate_splits_the_rows_into_cells(
             trace = poutine.trace(model).get_trace(features_as_plate)
         totals.append(trace.log_prob_sum())
     torch.testing.assert_close(totals[0], totals[1])
+
+
+def test_embedding_arguments_are_checked_by_name():
+    fn = dist.Normal(torch.zeros(3, 2), 1.0).to_event(1)
+    with pytest.raises(TypeError, match="embedding site 'z': mean must be True or False, got 'no'"):
+        embedding("z", fn, mean="no")  # a truthy string took the mean
+    with pytest.raises(TypeError, match="embedding: the site name must be a str, got None"):
+        embedding(None, fn)

@@ -113,5 +113,5 @@ def get_pooler(fusion):
     """
     try:
         return _POOLERS[fusion]
-    except KeyError:
+    except (KeyError, TypeError):  # TypeError: an unhashable value
         raise ValueError(f"fusion={fusion!r} is not a pooling rule; expected one of {sorted(_POOLERS)}") from None
