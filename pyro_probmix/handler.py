@@ -2,7 +2,6 @@
 """
 The ``probmix`` effect handler.
 """
-import numbers
 from typing import Callable, Iterable, Optional, Union
 
 import torch
@@ -10,6 +9,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.util import site_is_subsample
 
+from .arguments import check_choice, check_num_samples, positional_arguments, site_names
 from .block_log import BlockLog, NothingFusedWarning
 from .closed_forms import closed_form_likelihood
 from .embedding import EMBEDDING_KEY
@@ -86,15 +86,13 @@ class ProbMixMessenger(Messenger):
         if plate is not None and not isinstance(plate, str):
             raise TypeError(f"plate must be the name of a pyro.plate (a str), got {plate!r}")
         self.plate = plate
-        self.sites = _site_names(sites)
+        self.sites = site_names(sites)
         self.pool = get_pooler(fusion)
-        _check_choice("label_fusion", label_fusion, LABEL_FUSIONS)
-        _check_choice("criterion", criterion, CRITERIA)
+        check_choice("label_fusion", label_fusion, LABEL_FUSIONS)
+        check_choice("criterion", criterion, CRITERIA)
         self.label_fusion = label_fusion
         self.criterion = criterion
-        if isinstance(num_samples, bool) or not (isinstance(num_samples, numbers.Integral) and num_samples >= 1):
-            raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
-        self.num_samples = int(num_samples)
+        self.num_samples = check_num_samples(num_samples)
         if label_kernel is not None and not isinstance(label_kernel, LabelKernel):
             raise TypeError(
                 f"label_kernel must be a pyro_probmix.labels.LabelKernel, got {label_kernel!r}"
@@ -297,25 +295,6 @@ class ProbMixMessenger(Messenger):
         self.log.check_end()
 
 
-def _site_names(sites):
-    """``sites=`` as a frozenset of names (None: every site)."""
-    if sites is None:
-        return None
-    names = (sites,) if isinstance(sites, str) else sites
-    try:
-        names = frozenset(names)
-    except TypeError:  # not iterable, or holding unhashable items
-        names = None
-    if names is None or not all(isinstance(n, str) for n in names):
-        raise TypeError(f"sites must be a site name (str) or a collection of site names, got {sites!r}")
-    return names
-
-
-def _check_choice(name, value, choices):
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name}={value!r} is not supported; expected one of {list(choices)}")
-
-
 def probmix(
     fn: Optional[Callable] = None,
     alpha: Optional[float] = None,
@@ -405,24 +384,7 @@ def probmix(
     >>> round(svi.evaluate_loss(x, y) / 20, 0) > -5
     True
     """
-    if isinstance(fn, Graph):
-        raise TypeError(
-            f"probmix's first argument is the model or alpha, got the graph {fn!r}: pass it as "
-            f"probmix(alpha, graph) or probmix(alpha=..., graph=...)"
-        )
-    if fn is not None and not callable(fn):  # probmix(alpha, graph), the handler's first form
-        if graph is None:
-            if alpha is not None and not isinstance(alpha, Graph):  # probmix(0.1, alpha=0.2)
-                raise TypeError(f"probmix got alpha twice: {fn!r} as its first argument and alpha={alpha!r}")
-            fn, alpha, graph = None, fn, alpha
-        elif alpha is None:  # probmix(alpha, graph=...)
-            fn, alpha = None, fn
-        else:
-            raise TypeError(
-                f"probmix takes a model, alpha and graph, or alpha and graph; got a first argument "
-                f"{fn!r} that is not callable (so it is alpha), and also alpha={alpha!r} and "
-                f"graph={graph!r}"
-            )
+    fn, alpha, graph = positional_arguments(fn, alpha, graph)
     messenger = ProbMixMessenger(
         alpha, graph, lam=lam, beta=beta, plate=plate, sites=sites, fusion=fusion,
         label_fusion=label_fusion, criterion=criterion, num_samples=num_samples,
