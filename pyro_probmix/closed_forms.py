@@ -82,7 +82,7 @@ class NormalProbMixLikelihood(ProbMixLikelihood):
     """
 
     def __init__(self, loc, scale, partner, dim, lam, partner_value, beta, spread):
-        shape = torch.broadcast_shapes(loc.shape, scale.shape)
+        shape = loc.shape if loc.shape == scale.shape else torch.broadcast_shapes(loc.shape, scale.shape)
         self.loc_i, self.scale_i = loc.expand(shape), scale.expand(shape)
         self.loc_j = self.loc_i.index_select(dim, partner)
         self.scale_j = self.scale_i.index_select(dim, partner)

@@ -119,10 +119,14 @@ def _check_no_inner_mask(name, fn):
 def _check_value(name, fn, value):
     """The observed value in the distribution's dtype, after the checks plain Pyro makes."""
     expected = fn.batch_shape + fn.event_shape
-    try:
-        fits = torch.broadcast_shapes(value.shape, expected) == expected
-    except RuntimeError:
-        fits = False
+    # equal shapes first: torch.broadcast_shapes is Python code costing ~25-40 us a call, a
+    # tenth of the handler's cost per step at subsample_size=128
+    fits = value.shape == expected
+    if not fits:
+        try:
+            fits = torch.broadcast_shapes(value.shape, expected) == expected
+        except RuntimeError:
+            fits = False
     if not fits:
         raise ValueError(
             f"site {name!r}: the observed value has shape {tuple(value.shape)}, which does not "
