@@ -18,6 +18,7 @@ from .jit_guard import check_not_in_compiled_loss, check_not_tracing
 from .labels import CRITERIA, LABEL_FUSIONS, LabelKernel, check_beta, default_label_kernel
 from .likelihood import ProbMixLikelihood, fuse_observed_site, is_factor, unmask
 from .pairing import LambdaSampler, Pairing, sample_symmetric_beta
+from .particle_guard import check_particles_share_pairs
 from .plates import (
     check_guide_latent,
     check_not_observed_outside,
@@ -179,6 +180,7 @@ class ProbMixMessenger(Messenger):
         return frame if frame is not None else self._leave_alone(msg, why)
 
     def _pairing(self, msg, frame, rows, observed=None):
+        check_particles_share_pairs(msg["name"])
         self.log.fused.add(msg["name"])
         return self.book.pairing(msg, frame, rows, observed)
 
