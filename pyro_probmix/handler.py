@@ -16,7 +16,9 @@ from .embedding import EMBEDDING_KEY
 from .graphs import FullGraph, Graph
 from .jit_guard import check_not_in_compiled_loss, check_not_tracing
 from .labels import CRITERIA, LABEL_FUSIONS, LabelKernel, check_beta, default_label_kernel
-from .likelihood import ProbMixLikelihood, fuse_observed_site, is_factor, unmask
+from .likelihood import (
+    ProbMixLikelihood, check_observation_is_data, fuse_observed_site, is_factor, unmask
+)
 from .pairing import LambdaSampler, Pairing, sample_symmetric_beta
 from .particle_guard import check_particles_share_pairs
 from .plates import (
@@ -256,6 +258,7 @@ class ProbMixMessenger(Messenger):
         if mask is False:
             self.log.leave_alone(msg["name"], "masked out")
             return
+        check_observation_is_data(msg, fn)
         if self.pool is log_linear_pool:
             try:
                 check_poolable(fn)  # before any pair is drawn: fail at the first step

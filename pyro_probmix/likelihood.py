@@ -10,14 +10,14 @@ partner's cell is not scored (masked out, padding, a missing label), the cell is
 itself: lambda is 1 there, so the pool is the row's own distribution and the label its own.
 """
 import torch
-from pyro.distributions import Independent, TorchDistribution, Unit
+from pyro.distributions import Delta, Independent, TorchDistribution, Unit
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from torch.distributions import constraints
 
 from .labels import fused_label_log_prob
 from .rows import take_rows
 
-__all__ = ["ProbMixLikelihood", "fuse_observed_site", "is_factor"]
+__all__ = ["ProbMixLikelihood", "fuse_observed_site", "check_observation_is_data", "is_factor", "is_observed_delta"]
 
 
 class ProbMixLikelihood(TorchDistribution):
@@ -179,14 +179,52 @@ def scoring_dtype(fn, value):
     return _param_dtype(fn) or torch.get_default_dtype()
 
 
-def is_factor(msg):
-    """Whether an observed site is a ``pyro.factor`` (an auxiliary site of a ``Unit``)."""
-    if not msg["infer"].get("is_auxiliary"):
-        return False
-    d = msg["fn"]
+def _innermost(d):
+    """The distribution under the Independent, Expanded and Masked wrappers of ``d``."""
     while isinstance(d, (Independent, ExpandedDistribution, MaskedDistribution)):
         d = d.base_dist
-    return isinstance(d, Unit)
+    return d
+
+
+def is_factor(msg):
+    """Whether an observed site is a ``pyro.factor`` (an auxiliary site of a ``Unit``)."""
+    return bool(msg["infer"].get("is_auxiliary")) and isinstance(_innermost(msg["fn"]), Unit)
+
+
+def is_observed_delta(fn):
+    """Whether an observed site's distribution is a ``Delta``: what ``poutine.reparam`` puts in
+    place of the site it reparameterises, carrying that site's density."""
+    return isinstance(_innermost(fn), Delta)
+
+
+def check_observation_is_data(msg, fn):
+    """
+    Refuses an observed site in the data plate whose value is not data: a ``Delta`` that
+    ``poutine.reparam`` put in place of a site (its density is the reparameterised site's, which
+    the Delta hides, so there is nothing to pool), or a value that depends on parameters (a
+    residual ``obs=data - prediction``, as ``pyro.contrib.forecast``'s ``predict`` writes: the
+    pool of the noise distributions scored at the residuals is not the pool of the rows'
+    likelihoods scored at their labels).
+    """
+    name = msg["name"]
+    if is_observed_delta(fn):
+        raise ValueError(
+            f"site {name!r} is an observed Delta in the data plate, as poutine.reparam writes in "
+            f"place of the site it reparameterises (SplitReparam, HaarReparam, "
+            f"DiscreteCosineReparam, NeuTraReparam, ConjugateReparam, ...): probmix cannot pool "
+            f"the density it carries. If {name!r} is a reparameterised latent, name the observed "
+            f"sites to fuse with probmix(..., sites=[...]) leaving it out; if it is an "
+            f"observation, do not reparameterise it"
+        )
+    if msg["value"].requires_grad:
+        raise ValueError(
+            f"site {name!r}: the observed value depends on parameters (it requires grad), e.g. a "
+            f"residual obs=data - prediction (pyro.contrib.forecast's predict writes one). probmix "
+            f"pools the rows' distributions and scores the pool at both rows' labels, so the "
+            f"labels must be data: write the prediction into the distribution, "
+            f"pyro.sample(name, dist.Normal(prediction, scale), obs=data), or pass obs=value.detach() "
+            f"if the value is data that merely carries a graph"
+        )
 
 
 def never_scored(msg):

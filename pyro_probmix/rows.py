@@ -175,7 +175,17 @@ def _masked_rows(d, index, dim):
 @register_rows(ExpandedDistribution)
 def _expanded_rows(d, index, dim):
     # kept an ExpandedDistribution, so that the row's and its partner's pool by one rule
-    rows = take_rows(d.base_dist.expand(d.batch_shape), index, dim)
+    base = d.base_dist
+    if base.batch_shape != d.batch_shape:
+        base = base.expand(d.batch_shape)
+        if isinstance(base, ExpandedDistribution):
+            # a family whose expand() wraps itself again (MaskedMixture) would recurse here
+            raise TypeError(
+                f"cannot select rows of {type(d.base_dist).__name__} expanded to batch_shape "
+                f"{tuple(d.batch_shape)}: its expand() returns an ExpandedDistribution of itself. "
+                f"Register a rule with @pyro_probmix.rows.register_rows({type(d.base_dist).__name__})"
+            )
+    rows = take_rows(base, index, dim)
     return ExpandedDistribution(rows, rows.batch_shape)
 
 

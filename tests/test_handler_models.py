@@ -16,8 +16,6 @@ from pyro.infer import (
     JitTrace_ELBO,
     JitTraceEnum_ELBO,
     Predictive,
-    RenyiELBO,
-    ReweightedWakeSleep,
     Trace_ELBO,
     TraceEnum_ELBO,
     config_enumerate,
@@ -241,40 +239,6 @@ def test_jit_elbos_are_refused_in_either_order(elbo, compiled_first):
     with pytest.raises(RuntimeError, match="JIT-compiled ELBO.*frozen"):
         with probmix(alpha=0.5):
             svi.step(x, y)
-
-
-def _two_row_model(y):
-    w = pyro.param("w", torch.tensor(0.5))
-    with pyro.plate("data", 2):
-        pyro.sample("y", dist.Normal(w * torch.tensor([-1.0, 1.0]), 1.0), obs=y)
-
-
-@pytest.mark.parametrize(
-    "elbo",
-    [RenyiELBO(0.5, num_particles=3), RenyiELBO(0.0, num_particles=2),
-     ReweightedWakeSleep(num_particles=3, vectorize_particles=False)],
-    ids=["renyi", "renyi-alpha0", "rws"],
-)
-def test_elbos_that_log_mean_exp_sequential_particles_are_refused(elbo):
-    # each sequential particle draws new pairs, and the log-mean-exp would pool them too
-    with pytest.raises(ValueError, match=r"site 'y': (RenyiELBO|ReweightedWakeSleep)\(num_particles=\d\) "
-                       r"runs the model once per particle.*vectorize_particles=True"):
-        with probmix(alpha=0.5):
-            elbo.loss(_two_row_model, _no_guide, torch.tensor([0.2, 1.5]))
-
-
-@pytest.mark.parametrize("elbo", [RenyiELBO(0.5, num_particles=3, vectorize_particles=True, max_plate_nesting=1),
-                                  RenyiELBO(0.5, num_particles=1)], ids=["vectorized", "one-particle"])
-def test_renyi_elbo_with_one_pairing_per_step_trains_the_fused_objective(elbo):
-    # rows 0 and 1 are each other's only partner; lambda = 0.3 for both, the model has no latent
-    x, y, w = torch.tensor([-1.0, 1.0]), torch.tensor([0.2, 1.5]), 0.5
-    expected = 0.0
-    for i, j in [(0, 1), (1, 0)]:
-        pooled = dist.Normal(0.3 * w * x[i] + 0.7 * w * x[j], 1.0)
-        expected -= 0.3 * pooled.log_prob(y[i]) + 0.7 * pooled.log_prob(y[j])
-    with probmix(lam=0.3):
-        loss = elbo.loss(_two_row_model, _no_guide, y)
-    assert loss == pytest.approx(float(expected), rel=1e-6)
 
 
 # ----------------------------------------------------------------------------- 4. enumeration

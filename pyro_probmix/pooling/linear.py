@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """
-Linear pooling (a two-component mixture), valid for every family, and the choice of rule.
+Linear pooling (a two-component mixture), valid for every family whose rows can be selected
+(:func:`~pyro_probmix.rows.take_rows`), and the choice of rule.
 """
 import torch
 from pyro.distributions import TorchDistribution

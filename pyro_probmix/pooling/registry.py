@@ -92,7 +92,8 @@ def _rule(type_p, type_q):
             f"No log-linear pooling rule for ({type_p.__name__}, {type_q.__name__}). "
             f"Supported families: {', '.join(supported_families())}. Register one with "
             f"@pyro_probmix.pooling.register_pool({type_p.__name__}, {type_q.__name__}), "
-            f"or use fusion='linear' (a two-component mixture, valid for every family)."
+            f"or use fusion='linear' (a two-component mixture, valid for every family whose rows "
+            f"pyro_probmix.rows.take_rows can select)."
         )
     return fun
 
