@@ -13,7 +13,7 @@ import functools
 import inspect
 
 import torch
-from pyro.distributions import Delta, FoldedDistribution, ImproperUniform, TransformedDistribution
+from pyro.distributions import Delta, FoldedDistribution, ImproperUniform, MaskedMixture, TransformedDistribution
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from torch.distributions import Independent, LKJCholesky, MixtureSameFamily, Multinomial
 from torch.distributions import RelaxedBernoulli, RelaxedOneHotCategorical
@@ -195,6 +195,15 @@ def _mixture_rows(d, index, dim):
     mixture = take_rows(d.mixture_distribution, index, dim)
     components = take_rows(d.component_distribution, index, dim - 1)
     return type(d)(mixture, components, validate_args=False)
+
+
+@register_rows(MaskedMixture)
+def _masked_mixture_rows(d, index, dim):
+    # its expand() wraps it in an ExpandedDistribution, so the rows are selected from the parts:
+    # the mask and both components, broadcast to the mixture's batch shape
+    mask = _select(d.mask, index, dim, d.batch_shape)
+    components = (c if c.batch_shape == d.batch_shape else c.expand(d.batch_shape) for c in (d.component0, d.component1))
+    return MaskedMixture(mask, *(take_rows(c, index, dim) for c in components), validate_args=False)
 
 
 @register_rows(Multinomial)

@@ -86,6 +86,9 @@ FAMILIES = {
     "Independent(Normal)": lambda g: dist.Normal(_real(g, 4), _pos(g, 4)).to_event(1),
     "Masked(Normal)": lambda g: dist.Normal(_real(g), _pos(g)).mask(torch.rand(SHAPE, generator=g) < 0.5),
     "Expanded(Normal)": lambda g: dist.Normal(_real(g)[:1], 1.0).expand(SHAPE),
+    "MaskedMixture": lambda g: dist.MaskedMixture(
+        torch.rand(SHAPE, generator=g) < 0.5, dist.Normal(_real(g), _pos(g)), dist.Normal(_real(g)[:1], 2.0)
+    ),
     "MixtureSameFamily": lambda g: dist.MixtureSameFamily(
         dist.Categorical(_simplex(g, 2)), dist.Normal(_real(g, 2), _pos(g, 2))
     ),
@@ -193,6 +196,16 @@ def test_a_family_without_readable_parameters_names_the_class_and_the_registry()
 
     with pytest.raises(TypeError, match=r"cannot select rows of Opaque.*register_rows\(Opaque\)"):
         take_rows(Opaque(torch.zeros(3)), torch.tensor([0]), -1)
+
+
+def test_a_family_whose_expand_wraps_itself_is_refused_when_expanded_not_recursed():
+    # MaskedMixture.expand returns an ExpandedDistribution of itself (it recursed until
+    # RecursionError); its rows at its own shape come from its rule, an expansion is refused
+    mixture = dist.MaskedMixture(torch.tensor([True]), dist.Normal(0.0, 1.0), dist.Normal(1.0, 2.0))
+    expanded = mixture.expand((4,))
+    with pytest.raises(TypeError, match=r"cannot select rows of MaskedMixture expanded to batch_shape \(4,\).*"
+                       r"register_rows\(MaskedMixture\)"):
+        take_rows(expanded, torch.tensor([0, 2]), -1)
 
 
 def test_register_rows_rejects_non_distributions():
