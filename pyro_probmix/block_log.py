@@ -90,7 +90,10 @@ class BlockLog:
             + (f"Observed sites left alone: {left}. " if left else "")
             + "probmix fuses observed sites inside a data plate (pyro.plate) and "
             "embedding() sites; it sees no site of a model run behind poutine.block "
-            "(e.g. by MCMC or Importance) or inside a loss compiled before the block",
+            "(e.g. by MCMC or Importance) or inside a loss compiled before the block. To fuse "
+            "a site, observe it inside `with pyro.plate('data', N):` with its rows along the "
+            "plate's dim (a model that scores all rows as one event, such as a Gaussian process "
+            "or a single time series, has no rows to pair)",
             NothingFusedWarning,
             stacklevel=4,
         )
