@@ -82,7 +82,31 @@ def _dispatch_pool(type_p, type_q):
             f"Ambiguous log_linear_pool({type_p.__name__}, {type_q.__name__}): "
             f"register_pool({left_p.__name__}, {right_q.__name__}) to resolve it"
         )
+    _check_same_density(type_p, left_p)
+    _check_same_density(type_q, left_q)
     return left_fun
+
+
+# classes of these packages that redefine log_prob keep their parent's density (numerically
+# better forms, NaN masking, Pyro's wrappers): a rule of the parent pools them
+_DENSITY_PRESERVING_MODULES = ("torch.distributions", "pyro.distributions", "pyro_probmix")
+
+
+def _check_same_density(cls, registered):
+    """Refuses a subclass of a registered family that defines its own density: the family's rule
+    would pool it as the parent, dropping that density (a user's truncated Normal, say)."""
+    for c in cls.__mro__:
+        if c is registered:
+            return
+        own = [name for name in ("log_prob", "support") if name in vars(c)]
+        if own and not c.__module__.startswith(_DENSITY_PRESERVING_MODULES):
+            raise NotImplementedError(
+                f"{cls.__name__} subclasses {registered.__name__} but {c.__name__} defines its own "
+                f"{' and '.join(own)}: the {registered.__name__} rule would pool it as a plain "
+                f"{registered.__name__}, dropping that density. Register a rule with "
+                f"@pyro_probmix.pooling.register_pool({cls.__name__}, {cls.__name__}), or use "
+                f"fusion='linear' (a two-component mixture of the rows' own distributions)"
+            )
 
 
 def _rule(type_p, type_q):
