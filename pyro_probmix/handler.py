@@ -13,11 +13,12 @@ from .arguments import check_choice, check_num_samples, positional_arguments, si
 from .block_log import BlockLog, NothingFusedWarning
 from .closed_forms import closed_form_likelihood
 from .embedding import EMBEDDING_KEY
+from .embedding_heads import check_computed_from
 from .graphs import FullGraph, Graph
 from .jit_guard import check_not_in_compiled_loss, check_not_tracing
 from .labels import CRITERIA, LABEL_FUSIONS, LabelKernel, check_beta, default_label_kernel
 from .likelihood import (
-    ProbMixLikelihood, check_observation_is_data, fuse_observed_site, is_factor, unmask
+    ProbMixLikelihood, check_observation_is_data, fuse_observed_site, innermost, is_factor, unmask
 )
 from .pairing import LambdaSampler, Pairing, sample_symmetric_beta
 from .particle_guard import check_particles_share_pairs
@@ -103,6 +104,7 @@ class ProbMixMessenger(Messenger):
         self.label_kernel = label_kernel
         self._layouts = {}  # (batch, device) -> static rows of the subsample path
         self._kernels = {}  # (site name, family) -> label kernel
+        self._heads_checked = set()  # sites after an embedding found computed from it
         self._reset()
 
     def _reset(self):
@@ -219,13 +221,22 @@ class ProbMixMessenger(Messenger):
                 f"layer with embedding(), or choose it with probmix(..., sites=...)"
             )
         lam = pairing.lam_in(value_dtype(msg)).reshape((-1,) + (1,) * (-dim - 1))
+        mean = msg["infer"][EMBEDDING_KEY]["mean"]
         try:
             pooled = self.pool(fn, take_rows(fn, pairing.partner, dim), lam)
         except (NotImplementedError, ValueError, TypeError) as e:
             raise type(e)(f"embedding site {msg['name']!r}: {e}") from e
+        if not mean and not pooled.has_rsample:
+            raise NotImplementedError(
+                f"embedding site {msg['name']!r}: the pool of its {type(innermost(fn)).__name__} rows, a "
+                f"{type(pooled).__name__}, has no reparameterised sample (rsample), which an "
+                f"embedding needs. Use embedding(..., mean=True), or a family with a log-linear "
+                f"rule (Normal, MultivariateNormal, LogNormal, ...) and fusion='log_linear'"
+            )
         msg["fn"] = pooled.mask(False)
-        msg["value"] = pooled.mean if msg["infer"][EMBEDDING_KEY]["mean"] else pooled.rsample()
+        msg["value"] = pooled.mean if mean else pooled.rsample()
         pairing.embedded = True
+        pairing.embedding = msg["name"], msg["value"]
 
     def _check_factor(self, msg):
         """A ``pyro.factor`` adds a log-density term, which has no distribution to pool: inside
@@ -268,6 +279,9 @@ class ProbMixMessenger(Messenger):
             check_whole_rows(msg, frame)
         rows = rows_of(msg, fn, frame)
         pairing = self._pairing(msg, frame, rows, observed=observed_rows(mask, frame.dim))
+        if pairing.embedded and msg["name"] not in self._heads_checked:
+            check_computed_from(msg["name"], fn, *pairing.embedding)
+            self._heads_checked.add(msg["name"])
         pairing.observed_fused = True
         fuse_observed_site(
             msg, frame.dim, pairing, self.pool, lambda base: self._kernel(msg, base),

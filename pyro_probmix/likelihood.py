@@ -17,7 +17,10 @@ from torch.distributions import constraints
 from .labels import fused_label_log_prob
 from .rows import take_rows
 
-__all__ = ["ProbMixLikelihood", "fuse_observed_site", "check_observation_is_data", "is_factor", "is_observed_delta"]
+__all__ = [
+    "ProbMixLikelihood", "check_observation_is_data", "fuse_observed_site", "innermost", "is_factor",
+    "is_observed_delta",
+]
 
 
 class ProbMixLikelihood(TorchDistribution):
@@ -150,7 +153,9 @@ def _check_value(name, fn, value):
                 f"{type(fn).__name__}"
                 + ("" if support.is_discrete else " or not finite")
                 + f" (first at index {tuple(int(i) for i in (~inside).nonzero()[0])}); a fused "
-                f"pair scores both rows' values, so every value must be valid"
+                f"pair scores both rows' values, so every value must be valid. Leave missing "
+                f"values unscored with a mask (poutine.mask(mask=m), d.mask(m)) and a valid "
+                f"placeholder value in those cells"
             )
     if not support_is_discrete(fn):
         dtype = scoring_dtype(fn, value)
@@ -179,7 +184,7 @@ def scoring_dtype(fn, value):
     return _param_dtype(fn) or torch.get_default_dtype()
 
 
-def _innermost(d):
+def innermost(d):
     """The distribution under the Independent, Expanded and Masked wrappers of ``d``."""
     while isinstance(d, (Independent, ExpandedDistribution, MaskedDistribution)):
         d = d.base_dist
@@ -188,13 +193,13 @@ def _innermost(d):
 
 def is_factor(msg):
     """Whether an observed site is a ``pyro.factor`` (an auxiliary site of a ``Unit``)."""
-    return bool(msg["infer"].get("is_auxiliary")) and isinstance(_innermost(msg["fn"]), Unit)
+    return bool(msg["infer"].get("is_auxiliary")) and isinstance(innermost(msg["fn"]), Unit)
 
 
 def is_observed_delta(fn):
     """Whether an observed site's distribution is a ``Delta``: what ``poutine.reparam`` puts in
     place of the site it reparameterises, carrying that site's density."""
-    return isinstance(_innermost(fn), Delta)
+    return isinstance(innermost(fn), Delta)
 
 
 def check_observation_is_data(msg, fn):

@@ -46,6 +46,7 @@ class Pairing:
     anchor_mask: Optional[torch.Tensor] = None
     scale: float = 1.0
     embedded: bool = False  # an embedding site of this plate was fused already
+    embedding: Optional[tuple] = None  # (name, value) of that embedding site
     observed_fused: bool = False  # an observed site was fused with these pairs
     used_by: set = field(default_factory=set)  # names of the sites fused with these pairs
 
