@@ -35,6 +35,7 @@ CONTINUOUS = {
     "Gamma": lambda: (dist.Gamma(2.5, 1.5), dist.Gamma(4.0, 0.7), torch.linspace(1e-9, 80, 80001)),
     "Beta": lambda: (dist.Beta(2.0, 3.0), dist.Beta(5.0, 1.5), torch.linspace(1e-7, 1 - 1e-7, 100001)),
     "HalfNormal": lambda: (dist.HalfNormal(0.6), dist.HalfNormal(2.5), torch.linspace(0, 20, 80001)),
+    "Weibull": lambda: (dist.Weibull(1.5, 2.0), dist.Weibull(0.7, 2.0), torch.linspace(1e-9, 20, 80001)),
     # pooled through the base Normal (docs/theory.md): checked here against the density of Y itself
     "LogNormal": lambda: (dist.LogNormal(0.2, 0.5), dist.LogNormal(-0.4, 0.9), torch.linspace(1e-9, 60, 120001)),
     "TransformedDistribution": lambda: (
@@ -346,9 +347,6 @@ def test_different_transforms_are_refused_with_the_reason():
         log_linear_pool(p, q, 0.5)
     with pytest.raises(NotImplementedError, match="with 1 and 2 transforms"):
         log_linear_pool(p, dist.TransformedDistribution(dist.Normal(0.0, 1.0), [T.AffineTransform(0.0, 2.0)] * 2), 0.5)
-    # a Weibull's shape sits in its transforms: different shapes, no closed form
-    with pytest.raises(NotImplementedError, match="Weibull and Weibull whose PowerTransform differ"):
-        log_linear_pool(dist.Weibull(1.0, 2.0), dist.Weibull(1.0, 3.0), 0.5)
     folded = dist.TransformedDistribution(dist.Normal(1.0, 1.0), T.AbsTransform())
     with pytest.raises(NotImplementedError, match="AbsTransform.* is not bijective"):
         log_linear_pool(folded, folded, 0.5)
@@ -427,3 +425,30 @@ def test_a_subclass_with_its_own_density_is_refused_not_pooled_as_its_parent():
 def test_a_subclass_that_keeps_the_density_is_pooled_by_its_parents_rule():
     pooled = log_linear_pool(_RenamedNormal(0.0, 1.0), _RenamedNormal(2.0, 1.0), 0.25)
     assert float(pooled.loc) == pytest.approx(1.5) and float(pooled.scale) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("lam", [0.3, 0.8])
+def test_negative_binomial_pool_with_a_shared_total_count_matches_normalised_product(lam):
+    p = dist.NegativeBinomial(3.0, probs=torch.tensor(0.35))
+    q = dist.NegativeBinomial(3.0, logits=torch.tensor(0.4))
+    support = torch.arange(0.0, 400.0)
+    log_unnorm = _unnormalised_log_pool(p, q, lam, support)
+    expected = log_unnorm - torch.logsumexp(log_unnorm, 0)
+    pooled = log_linear_pool(p, q, lam)
+    assert type(pooled) is dist.NegativeBinomial
+    assert torch.allclose(pooled.log_prob(support), expected, atol=1e-10)
+    assert torch.equal(log_linear_pool(p, q, 1.0).logits, p.logits)  # an endpoint returns the row
+
+
+def test_negative_binomial_needs_one_total_count():
+    with pytest.raises(ValueError, match=r"NegativeBinomial needs the same total_count.*C\(y \+ r - 1, y\)"):
+        log_linear_pool(dist.NegativeBinomial(2.0, logits=torch.tensor(0.0)), dist.NegativeBinomial(3.0, logits=torch.tensor(0.0)), 0.5)
+    with pytest.raises(ValueError, match=r"NegativeBinomial total_count differs across rows \(from 2 to 3\)"):
+        check_poolable(dist.NegativeBinomial(torch.tensor([2.0, 3.0]), logits=torch.zeros(2)))
+
+
+def test_weibull_needs_one_concentration():
+    with pytest.raises(ValueError, match=r"Weibull needs the same concentration"):
+        log_linear_pool(dist.Weibull(1.0, 2.0), dist.Weibull(1.0, 3.0), 0.5)
+    with pytest.raises(ValueError, match=r"Weibull concentration differs across rows \(from 1 to 2\)"):
+        check_poolable(dist.Weibull(torch.ones(2), torch.tensor([1.0, 2.0])))

@@ -15,7 +15,7 @@ import torch
 import torch.distributions as td
 import torch.nn.functional as F
 from pyro.distributions import Bernoulli, Beta, Binomial, Categorical, Dirichlet, Exponential, Gamma
-from pyro.distributions import OneHotCategorical, Poisson
+from pyro.distributions import NegativeBinomial, OneHotCategorical, Poisson, Weibull
 
 from .registry import _mix, as_weight, endpoints, register_check, register_pool, unsqueeze_right
 
@@ -118,31 +118,55 @@ def _pool_bernoulli(p, q, lam):
     return family(logits=logits, validate_args=False)
 
 
-@register_pool(td.Binomial, td.Binomial)
-def _pool_binomial(p, q, lam):
-    # the base measure C(n, y) is the same only for equal total_count
+# the base measures C(n, y) of Binomial and C(y + r - 1, y) of NegativeBinomial are one only
+# for one total_count: a row and its partner must share it
+_BASE_MEASURES = {"Binomial": "C(n, y)", "NegativeBinomial": "C(y + r - 1, y)"}
+
+
+def _shared_total_count(p, q, family):
     n_p, n_q = torch.broadcast_tensors(p.total_count, q.total_count)
     if not torch.equal(n_p, n_q):
         differ = n_p != n_q
         raise ValueError(
-            f"log-linear pooling of Binomial needs the same total_count in a row and its partner, "
+            f"log-linear pooling of {family} needs the same total_count in a row and its partner, "
             f"got {n_p[differ][0]:g} and {n_q[differ][0]:g} ({int(differ.sum())} pairs differ): the "
-            f"base measure C(n, y) differs, so the pool is no Binomial; use fusion='linear'"
+            f"base measure {_BASE_MEASURES[family]} differs, so the pool is no {family}; use "
+            f"fusion='linear'"
         )
+    return n_p
+
+
+def _check_total_count_shared(d):
+    n, family = d.total_count, type(d).__name__
+    if isinstance(n, torch.Tensor) and n.numel() > 1 and not bool((n == n.reshape(-1)[0]).all()):
+        raise ValueError(
+            f"{family} total_count differs across rows (from {n.min():g} to {n.max():g}): a row "
+            f"and its partner must share it for log-linear pooling (Theorem C.1 needs one base "
+            f"measure {_BASE_MEASURES.get(family, _BASE_MEASURES['Binomial'])}); use fusion='linear', "
+            f"which pools any two rows"
+        )
+
+
+@register_pool(td.Binomial, td.Binomial)
+def _pool_binomial(p, q, lam):
+    n = _shared_total_count(p, q, "Binomial")
     logits = _pool_binary_logits(p, q, lam, "Binomial")
     family = _PooledBinomial if bool(logits.isinf().any()) else Binomial
-    return family(n_p, logits=logits, validate_args=False)
+    return family(n, logits=logits, validate_args=False)
 
 
-@register_check(td.Binomial)
-def _check_binomial(d):
-    n = d.total_count
-    if n.numel() > 1 and not bool((n == n.reshape(-1)[0]).all()):
-        raise ValueError(
-            f"Binomial total_count differs across rows (from {n.min():g} to {n.max():g}): a row "
-            f"and its partner must share it for log-linear pooling (Theorem C.1 needs one base "
-            f"measure C(n, y)); use fusion='linear', which pools any two rows"
-        )
+@register_pool(td.NegativeBinomial, td.NegativeBinomial)
+def _pool_negative_binomial(p, q, lam):
+    # natural parameter log(probs) (probs of a success, y successes before r failures)
+    r = _shared_total_count(p, q, "NegativeBinomial")
+    lam = as_weight(lam, p.logits)
+    log_probs = lam * F.logsigmoid(p.logits) + (1 - lam) * F.logsigmoid(q.logits)
+    logits = log_probs - torch.log(-torch.expm1(log_probs))
+    return NegativeBinomial(r, logits=endpoints(lam, p.logits, q.logits, logits), validate_args=False)
+
+
+register_check(td.Binomial)(_check_total_count_shared)
+register_check(td.NegativeBinomial)(_check_total_count_shared)
 
 
 @register_pool(td.Poisson, td.Poisson)
@@ -151,6 +175,32 @@ def _pool_poisson(p, q, lam):
     lam = as_weight(lam, p.rate)
     mixed = torch.exp(lam * _log(p.rate) + (1 - lam) * _log(q.rate))
     return Poisson(endpoints(lam, p.rate, q.rate, mixed), validate_args=False)
+
+
+@register_pool(td.Weibull, td.Weibull)
+def _pool_weibull(p, q, lam):
+    # for one shape k, an exponential family in y^k with natural parameter -scale^(-k)
+    k_p, k_q = torch.broadcast_tensors(p.concentration, q.concentration)
+    if not torch.equal(k_p, k_q):
+        raise ValueError(
+            "log-linear pooling of Weibull needs the same concentration (shape) in a row and its "
+            "partner: the base measure y^(k - 1) differs otherwise, so the pool is no Weibull; use "
+            "fusion='linear'"
+        )
+    lam = as_weight(lam, p.scale)
+    rate = _mix(p.scale.pow(-k_p), q.scale.pow(-k_p), lam)
+    return Weibull(endpoints(lam, p.scale, q.scale, rate.pow(-1 / k_p)), k_p, validate_args=False)
+
+
+@register_check(td.Weibull)
+def _check_weibull(d):
+    k = d.concentration
+    if k.numel() > 1 and not bool((k == k.reshape(-1)[0]).all()):
+        raise ValueError(
+            f"Weibull concentration differs across rows (from {k.min():g} to {k.max():g}): a row and "
+            f"its partner must share it for log-linear pooling; use fusion='linear', which pools "
+            f"any two rows"
+        )
 
 
 @register_pool(td.Exponential, td.Exponential)
