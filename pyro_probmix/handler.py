@@ -14,11 +14,12 @@ from .block_log import BlockLog, NothingFusedWarning
 from .closed_forms import closed_form_likelihood
 from .embedding import EMBEDDING_KEY
 from .embedding_heads import check_computed_from
+from .embedding_pool import fuse_embedding
 from .graphs import FullGraph, Graph
 from .jit_guard import check_not_in_compiled_loss, check_not_tracing
-from .labels import CRITERIA, LABEL_FUSIONS, LabelKernel, check_beta, default_label_kernel
+from .labels import CRITERIA, LABEL_FUSIONS, LabelKernel, check_beta, site_label_kernel
 from .likelihood import (
-    ProbMixLikelihood, check_observation_is_data, fuse_observed_site, innermost, is_factor, unmask
+    ProbMixLikelihood, check_observation_is_data, fuse_observed_site, is_factor, unmask
 )
 from .pairing import LambdaSampler, Pairing, sample_symmetric_beta
 from .particle_guard import check_particles_share_pairs
@@ -32,10 +33,8 @@ from .plates import (
     replaying_a_guide,
     rows_of,
     score_anchors_only,
-    value_dtype,
 )
 from .pooling import check_poolable, get_pooler, log_linear_pool
-from .rows import take_rows
 
 __all__ = [
     "NothingFusedWarning",
@@ -203,40 +202,8 @@ class ProbMixMessenger(Messenger):
         frame = self._data_frame(msg)
         if frame is None:
             return
-        fn = msg["fn"].base_dist  # embedding() masks the distribution out of the ELBO
-        dim = frame.dim
-        pairing = self._pairing(msg, frame, rows_of(msg, fn, frame))
-        if len(fn.batch_shape) < -dim or fn.batch_shape[dim] != pairing.partner.shape[0]:
-            raise ValueError(
-                f"embedding site {msg['name']!r}: {type(fn).__name__} has batch_shape "
-                f"{tuple(fn.batch_shape)}, which does not have the {pairing.partner.shape[0]} rows "
-                f"of plate {frame.name!r} at dim {dim}"
-            )
-        if pairing.embedded:
-            raise ValueError(
-                f"embedding site {msg['name']!r}: a second embedding() pooled in plate "
-                f"{frame.name!r} in one execution of the model. M-ProbMix pools one hidden layer: "
-                f"the layers after it already see the pool of both rows, so pooling a later one "
-                f"again with the same pairs mixes in the partner's partner, a third row. Mark one "
-                f"layer with embedding(), or choose it with probmix(..., sites=...)"
-            )
-        lam = pairing.lam_in(value_dtype(msg)).reshape((-1,) + (1,) * (-dim - 1))
-        mean = msg["infer"][EMBEDDING_KEY]["mean"]
-        try:
-            pooled = self.pool(fn, take_rows(fn, pairing.partner, dim), lam)
-        except (NotImplementedError, ValueError, TypeError) as e:
-            raise type(e)(f"embedding site {msg['name']!r}: {e}") from e
-        if not mean and not pooled.has_rsample:
-            raise NotImplementedError(
-                f"embedding site {msg['name']!r}: the pool of its {type(innermost(fn)).__name__} rows, a "
-                f"{type(pooled).__name__}, has no reparameterised sample (rsample), which an "
-                f"embedding needs. Use embedding(..., mean=True), or a family with a log-linear "
-                f"rule (Normal, MultivariateNormal, LogNormal, ...) and fusion='log_linear'"
-            )
-        msg["fn"] = pooled.mask(False)
-        msg["value"] = pooled.mean if mean else pooled.rsample()
-        pairing.embedded = True
-        pairing.embedding = msg["name"], msg["value"]
+        pairing = self._pairing(msg, frame, rows_of(msg, msg["fn"].base_dist, frame))
+        fuse_embedding(msg, frame, pairing, self.pool)
 
     def _check_factor(self, msg):
         """A ``pyro.factor`` adds a log-density term, which has no distribution to pool: inside
@@ -292,21 +259,10 @@ class ProbMixMessenger(Messenger):
     def _kernel(self, msg, d):
         key = msg["name"], type(d), type(getattr(d, "base_dist", None))
         if key not in self._kernels:
-            self._kernels[key] = self._choose_kernel(msg, d)
-        return self._kernels[key]
-
-    def _choose_kernel(self, msg, d):
-        try:
-            kernel = self.label_kernel or default_label_kernel(d, self.beta)
-        except NotImplementedError as e:
-            raise NotImplementedError(f"site {msg['name']!r}: {e}") from e
-        if self.label_fusion == "log_linear" and not kernel.poolable:
-            raise ValueError(
-                f"site {msg['name']!r}: label_fusion='log_linear' pools the label kernels "
-                f"s(.|y_i)^lam s(.|y_j)^(1-lam), which is undefined for "
-                f"{type(d).__name__} labels with beta=0; use beta > 0 or label_fusion='linear'"
+            self._kernels[key] = site_label_kernel(
+                msg["name"], d, self.label_kernel, self.beta, self.label_fusion
             )
-        return kernel
+        return self._kernels[key]
 
     # ----------------------------------------------------------------- end of a block
     def _check_block(self):

@@ -32,6 +32,7 @@ __all__ = [
     "SmoothingKernel",
     "DiracKernel",
     "default_label_kernel",
+    "site_label_kernel",
     "fused_label_log_prob",
 ]
 
@@ -295,6 +296,33 @@ def default_label_kernel(d: Distribution, beta: float) -> LabelKernel:
         f"the built-in kernels cover real-valued labels (Gaussian) and finite discrete labels "
         f"(smoothing); use beta=0 or pass label_kernel=<a LabelKernel subclass>.{events}"
     )
+
+
+def site_label_kernel(
+    site: str, d: Distribution, label_kernel: LabelKernel | None, beta: float, label_fusion: str
+) -> LabelKernel:
+    """
+    The label kernel of observed ``site`` with distribution ``d``: ``label_kernel`` if given,
+    else :func:`default_label_kernel`, checked against ``label_fusion``.
+
+    :raises NotImplementedError: naming the site, when ``d``'s family has no default kernel.
+    :raises ValueError: for ``label_fusion="log_linear"`` with a kernel that cannot be pooled.
+
+    >>> import pyro.distributions as dist
+    >>> site_label_kernel("y", dist.Normal(0.0, 1.0), None, 0.0, "linear")
+    GaussianKernel(beta=0.0)
+    """
+    try:
+        kernel = label_kernel or default_label_kernel(d, beta)
+    except NotImplementedError as e:
+        raise NotImplementedError(f"site {site!r}: {e}") from e
+    if label_fusion == "log_linear" and not kernel.poolable:
+        raise ValueError(
+            f"site {site!r}: label_fusion='log_linear' pools the label kernels "
+            f"s(.|y_i)^lam s(.|y_j)^(1-lam), which is undefined for "
+            f"{type(d).__name__} labels with beta=0; use beta > 0 or label_fusion='linear'"
+        )
+    return kernel
 
 
 def fused_label_log_prob(
