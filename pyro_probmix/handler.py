@@ -179,7 +179,7 @@ class ProbMixMessenger(Messenger):
 
     # ----------------------------------------------------------------- plates
     def _data_frame(self, msg):
-        frame, why = data_frame(msg, self.book.data_plate)
+        frame, why = data_frame(msg, self.book.data_plate, self.book.latest)
         return frame if frame is not None else self._leave_alone(msg, why)
 
     def _pairing(self, msg, frame, rows, observed=None):
@@ -209,7 +209,7 @@ class ProbMixMessenger(Messenger):
         """A ``pyro.factor`` adds a log-density term, which has no distribution to pool: inside
         the data plate of a model being trained it would stay unfused beside the fused sites (or
         be evaluated at a pooled embedding), so it is refused there."""
-        frame, _ = data_frame(msg, self.book.data_plate)
+        frame, _ = data_frame(msg, self.book.data_plate, self.book.latest)
         if frame is None:
             return  # a term outside the data plate: kept as written
         if not replaying_a_guide():

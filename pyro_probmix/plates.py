@@ -37,10 +37,11 @@ __all__ = [
 SAMPLE_PLATES = ("num_particles_vectorized", "_num_predictive_samples")
 
 
-def data_frame(msg, data_plate):
+def data_frame(msg, data_plate, paired=()):
     """``(frame, None)`` with the frame of the data plate of a site to fuse, or ``(None, why)`` if
     the site is to be left alone (it lies outside every data plate, like a conditioned global
-    latent). ``data_plate`` is the plate's name, or None for each site's only vectorized plate.
+    latent). ``data_plate`` is the plate's name, or None for each site's only vectorized plate;
+    ``paired`` holds the names of the plates paired so far, which a refusal suggests first.
 
     >>> import pyro, pyro.distributions as dist
     >>> from pyro import poutine
@@ -66,10 +67,15 @@ def data_frame(msg, data_plate):
         return vectorized[0], None
     if len(vectorized) > 1:
         plates = [f.name for f in vectorized]
+        before = [name for name in plates if name in paired]
+        hint = (
+            f"probmix(..., plate={before[0]!r}), the plate whose rows the sites before it were "
+            f"paired along" if before else f"probmix(..., plate=...), one of {plates}"
+        )
         raise ValueError(
             f"site {msg['name']!r} is in several plates {plates}: probmix pairs rows along "
-            f"one data plate; name it with probmix(..., plate={plates[-1]!r}) (or another "
-            f"of {plates})"
+            f"one data plate, the plate whose rows are the examples (each row one example, "
+            f"the other plates its parts). Name it with {hint}"
         )
     if sequential:
         raise sequential_error(msg["name"], sequential[0].name)

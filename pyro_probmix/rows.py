@@ -148,6 +148,8 @@ def _rebuild_from_params(d, index, dim, extra=()):
         params[name] = value
     if _takes_validate_args(type(d)):
         extra["validate_args"] = False  # rows of validated parameters need no second check
+    if _user_constructor(type(d)) and type(d) not in _ROUND_TRIPS:
+        _check_round_trip(d, names, extra)
     try:
         return type(d)(**params, **extra)
     except (TypeError, ValueError) as e:
@@ -156,6 +158,40 @@ def _rebuild_from_params(d, index, dim, extra=()):
             f"{sorted(params)} failed ({e}); register a rule with "
             f"@pyro_probmix.rows.register_rows({type(d).__name__})"
         ) from e
+
+
+# classes with a constructor of their own whose rebuild from stored parameters gave them back
+_ROUND_TRIPS = set()
+
+
+@functools.lru_cache(maxsize=None)
+def _user_constructor(cls):
+    """Whether ``cls.__init__`` is a user's (not torch's, Pyro's or ours): it may transform its
+    arguments before storing them, so that a rebuild from the stored ones applies that twice."""
+    owner = next(c for c in cls.__mro__ if "__init__" in vars(c))
+    return not owner.__module__.startswith(("torch.", "pyro.", "pyro_probmix."))
+
+
+def _check_round_trip(d, names, extra):
+    """Rebuilds ``d`` from all its stored parameters and refuses it unless they come back equal
+    (once per class): a subclass whose ``__init__`` shifts or scales its arguments would give
+    every partner row another distribution than the row's."""
+    rebuilt = type(d)(**{name: getattr(d, name) for name in names}, **extra)
+    changed = [name for name in names if not _equal(getattr(rebuilt, name), getattr(d, name))]
+    if changed:
+        raise TypeError(
+            f"cannot select rows of {type(d).__name__}: rebuilt from its own parameters "
+            f"{sorted(names)}, it stores other values of {changed} (its __init__ transforms its "
+            f"arguments), so a partner row rebuilt that way would be another distribution. "
+            f"Register a rule with @pyro_probmix.rows.register_rows({type(d).__name__})"
+        )
+    _ROUND_TRIPS.add(type(d))
+
+
+def _equal(a, b):
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+    return a == b
 
 
 @register_rows(Independent)
@@ -253,7 +289,17 @@ def _transform_rows(t, index, dim, shape):
     if isinstance(t, T.IndependentTransform):
         base = _transform_rows(t.base_transform, index, dim, shape)
         return T.IndependentTransform(base, t.reinterpreted_batch_ndims, t._cache_size)
-    tensors = sorted(name for name, value in vars(t).items() if isinstance(value, torch.Tensor) and value.dim())
+    if isinstance(t, T._InverseTransform):
+        # t.inv maps t's output back: its input has t's output shape, batch dims on the left
+        inner_shape = t.forward_shape(shape)
+        inner = _transform_rows(t.inv, index, dim + len(shape) - len(inner_shape), inner_shape)
+        return t if inner is t.inv else inner.inv
+    if isinstance(t, T.CumulativeDistributionTransform):
+        cdf = t.distribution  # acts element-wise: its batch dims broadcast against the input
+        if len(cdf.batch_shape) < -dim or cdf.batch_shape[dim] == 1:
+            return t
+        return T.CumulativeDistributionTransform(take_rows(cdf, index, dim), t._cache_size)
+    tensors = sorted(name for name, value in vars(t).items() if name != "_inv" and _holds_tensor(value))
     if tensors:
         raise TypeError(
             f"cannot select rows of a TransformedDistribution: its {type(t).__name__} carries "
@@ -273,6 +319,20 @@ def _transform_rows(t, index, dim, shape):
             f"@pyro_probmix.rows.register_rows, or fuse an embedding of x instead (M-ProbMix)"
         )
     return t  # a parameter-free transform (Exp, Sigmoid, ...) or a module shared by all rows
+
+
+def _holds_tensor(value, depth=3):
+    """Whether ``value`` is, or holds in a distribution, transform or list, a tensor of one dim
+    or more (a parameter that may differ by row)."""
+    if isinstance(value, torch.Tensor):
+        return value.dim() > 0
+    if depth == 0:
+        return False
+    if isinstance(value, (list, tuple)):
+        return any(_holds_tensor(v, depth - 1) for v in value)
+    if isinstance(value, (torch.distributions.Distribution, T.Transform)):
+        return any(_holds_tensor(v, depth - 1) for name, v in vars(value).items() if name != "_inv")
+    return False
 
 
 def _captures_tensor(value, depth=2):

@@ -433,6 +433,26 @@ def test_embedding_in_the_data_plate_is_fused_with_the_pairs_of_the_observation(
     assert torch.allclose(trace.nodes["z"]["value"], 0.25 * x + 0.75 * x[partner])
 
 
+def test_a_site_in_several_plates_is_refused_with_the_plate_paired_before_it():
+    x, w = torch.randn(6, 2), torch.randn(2, 3)
+
+    def model():
+        with pyro.plate("data", 6, dim=-1):
+            z = embedding("z", dist.Normal(x, 1.0).to_event(1), mean=True)
+            with pyro.plate("features", 3, dim=-2):
+                pyro.sample("y", dist.Normal((z @ w).T, 1.0), obs=torch.zeros(3, 6))
+
+    # the embedding was pooled along "data": the hint names it, not the feature plate
+    with pytest.raises(ValueError, match=r"site 'y' is in several plates \['data', 'features'\].*"
+                       r"Name it with probmix\(\.\.\., plate='data'\), the plate whose rows the sites before it"):
+        with probmix(lam=0.25):
+            poutine.trace(model).get_trace()
+    with probmix(lam=0.25, plate="data") as handler:
+        trace = poutine.trace(model).get_trace()
+    partner = handler.pairings["data"].partner
+    assert torch.allclose(trace.nodes["z"]["value"], 0.25 * x + 0.75 * x[partner])
+
+
 def test_embedding_in_a_guide_is_refused_with_the_fix():
     x = torch.randn(6, 2)
 

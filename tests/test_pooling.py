@@ -352,6 +352,25 @@ def test_different_transforms_are_refused_with_the_reason():
         log_linear_pool(folded, folded, 0.5)
 
 
+def test_row_varying_inverse_and_cdf_transforms_of_a_site_are_refused_by_name():
+    # their parameters sit in the inverted transform or in the CDF's distribution; the partner
+    # rows used to keep the row's own transform, and the pool passed as shared
+    loc = torch.arange(3.0)
+    transforms = {
+        "AffineTransform.inv": T.AffineTransform(loc, 2.0).inv,
+        "CumulativeDistributionTransform": T.CumulativeDistributionTransform(dist.Normal(loc, 1.0)),
+    }
+    for name, transform in transforms.items():
+        def model():
+            with pyro.plate("data", 3):
+                d = dist.TransformedDistribution(dist.Normal(torch.zeros(3), 1.0), transform)
+                pyro.sample("y", d, obs=torch.full((3,), 0.25))
+
+        with pytest.raises(NotImplementedError, match=rf"site 'y': .*whose {name} differ \(their parameters vary by row\)"):
+            with probmix(lam=0.3):
+                poutine.trace(model).get_trace()
+
+
 def test_a_base_without_a_rule_is_named():
     with pytest.raises(NotImplementedError, match=r"Gumbel through its base: No log-linear pooling rule for \(Uniform, Uniform\)"):
         log_linear_pool(dist.Gumbel(0.0, 1.0), dist.Gumbel(0.0, 1.0), 0.5)

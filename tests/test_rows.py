@@ -104,6 +104,16 @@ FAMILIES = {
     "Transformed(Dirichlet, StickBreaking.inv)": lambda g: dist.TransformedDistribution(
         dist.Dirichlet(_pos(g, 4)), T.StickBreakingTransform().inv
     ),
+    # the parameters of an inverse sit in the transform it inverts, a CDF's in its distribution
+    "Transformed(Normal, Affine.inv with batch params)": lambda g: dist.TransformedDistribution(
+        dist.Normal(_real(g), _pos(g)), T.AffineTransform(_real(g), _pos(g)).inv
+    ),
+    "Transformed(Normal, CDF of a Normal with batch params)": lambda g: dist.TransformedDistribution(
+        dist.Normal(_real(g), _pos(g)), T.CumulativeDistributionTransform(td.Normal(_real(g), _pos(g)))
+    ),
+    "Transformed(Normal, CDF of a Normal shared by all rows)": lambda g: dist.TransformedDistribution(
+        dist.Normal(_real(g), _pos(g)), T.CumulativeDistributionTransform(td.Normal(0.0, 2.0))
+    ),
 }
 
 
@@ -184,6 +194,55 @@ def test_a_transform_with_unknown_tensors_is_refused_by_name():
     d = dist.TransformedDistribution(dist.Normal(torch.zeros(5), 1.0), Shift(torch.arange(5.0)))
     with pytest.raises(TypeError, match=r"its Shift carries tensors \['shift'\].*register_rows"):
         take_rows(d, torch.tensor([0]), -1)
+
+
+def test_a_transform_holding_a_distribution_with_row_parameters_is_refused_by_name():
+    class QuantileShift(T.Transform):
+        domain = codomain = torch.distributions.constraints.real
+        bijective = True
+
+        def __init__(self, reference):
+            super().__init__()
+            self.reference = reference
+
+        def _call(self, x):
+            return x + self.reference.mean
+
+        def _inverse(self, y):
+            return y - self.reference.mean
+
+        def log_abs_det_jacobian(self, x, y):
+            return torch.zeros_like(x)
+
+    shifted = dist.TransformedDistribution(dist.Normal(torch.zeros(5), 1.0), QuantileShift(td.Normal(torch.arange(5.0), 1.0)))
+    with pytest.raises(TypeError, match=r"its QuantileShift carries tensors \['reference'\].*register_rows"):
+        take_rows(shifted, torch.tensor([0]), -1)
+    shared = dist.TransformedDistribution(dist.Normal(torch.zeros(5), 1.0), QuantileShift(td.Normal(1.0, 1.0)))
+    assert take_rows(shared, torch.tensor([0, 0]), -1).transforms[0] is shared.transforms[0]
+
+
+class ScaledPoisson(td.Poisson):
+    """A user's subclass whose constructor changes its argument before storing it."""
+
+    def __init__(self, rate, validate_args=None):
+        super().__init__(2 * rate, validate_args=validate_args)
+
+
+class NamedPoisson(td.Poisson):
+    """A user's subclass whose constructor stores its argument as given."""
+
+    def __init__(self, rate, name="counts", validate_args=None):
+        self.name = name
+        super().__init__(rate, validate_args=validate_args)
+
+
+def test_a_subclass_whose_constructor_transforms_its_arguments_is_refused():
+    # rebuilding the partner as ScaledPoisson(rate=d.rate) would double its rate again
+    with pytest.raises(TypeError, match=r"cannot select rows of ScaledPoisson: rebuilt from its own parameters "
+                       r"\['rate'\], it stores other values of \['rate'\].*register_rows\(ScaledPoisson\)"):
+        take_rows(ScaledPoisson(torch.tensor([1.0, 2.0, 3.0])), torch.tensor([2, 0]), -1)
+    rows = take_rows(NamedPoisson(torch.tensor([1.0, 2.0, 3.0])), torch.tensor([2, 0]), -1)
+    assert type(rows) is NamedPoisson and rows.rate.tolist() == [3.0, 1.0]
 
 
 def test_a_family_without_readable_parameters_names_the_class_and_the_registry():

@@ -43,7 +43,7 @@ def _shared_transforms(p, q):
             f"{len(p.transforms)} and {len(q.transforms)} transforms: the pool of densities through "
             f"two different maps is not the image of a pool of the bases; use fusion='linear'"
         )
-    differ = [type(a).__name__ for a, b in zip(p.transforms, q.transforms) if not a == b]
+    differ = [_name(a) for a, b in zip(p.transforms, q.transforms) if not a == b]
     if differ:
         raise NotImplementedError(
             f"log-linear pool of {type(p).__name__} and {type(q).__name__} whose "
@@ -61,6 +61,10 @@ def _shared_transforms(p, q):
                 f"use fusion='linear'"
             )
     return p.transforms
+
+
+def _name(t):
+    return f"{_name(t.inv)}.inv" if isinstance(t, td.transforms._InverseTransform) else type(t).__name__
 
 
 def _pool_bases(p, q, lam):
