@@ -49,16 +49,30 @@ def embedding(name: str, fn: Distribution, *, mean: bool = False) -> torch.Tenso
             f"(has_rsample=False); an embedding needs rsample, e.g. Normal(loc, scale).to_event(1)"
         )
     if not am_i_wrapped():  # plain prediction, no handler: nothing to record
-        return fn.mean if mean else fn.rsample()
+        return _mean(name, fn) if mean else fn.rsample()
     undrawn = None if mean else _undrawn(fn)
     if undrawn is not None:
         value = undrawn
     else:
-        value = fn.mean if mean else fn.rsample()
-    out = pyro.sample(name, fn.mask(False), obs=value, infer={EMBEDDING_KEY: {"mean": mean}})
+        value = _mean(name, fn) if mean else fn.rsample()
+    # the value is recorded so that probmix can tell a handler that set another one (condition)
+    out = pyro.sample(name, fn.mask(False), obs=value, infer={EMBEDDING_KEY: {"mean": mean, "value": value}})
     if undrawn is not None and out is undrawn:  # no handler replaced the value: draw it now
         undrawn.copy_(fn.rsample())  # in place: the site recorded this tensor; autograd follows copy_
     return out
+
+
+def _mean(name, fn):
+    try:
+        return fn.mean
+    except NotImplementedError:
+        leaf = fn
+        while hasattr(leaf, "base_dist") and not isinstance(leaf, torch.distributions.TransformedDistribution):
+            leaf = leaf.base_dist  # Independent, masked: name the family that has no mean
+        raise NotImplementedError(
+            f"embedding site {name!r}: {type(leaf).__name__} has no mean (torch does not implement "
+            f"it for this distribution); use embedding(..., mean=False), which draws the layer"
+        ) from None
 
 
 def _undrawn(fn):

@@ -14,7 +14,7 @@ from .block_log import BlockLog, NothingFusedWarning
 from .closed_forms import closed_form_likelihood
 from .embedding import EMBEDDING_KEY
 from .embedding_heads import check_computed_from
-from .embedding_pool import fuse_embedding
+from .embedding_pool import check_value_not_set, fuse_embedding, guide_embedding_error, replayed_guide_embeddings
 from .graphs import FullGraph, Graph
 from .jit_guard import check_not_in_compiled_loss, check_not_tracing
 from .labels import CRITERIA, LABEL_FUSIONS, LabelKernel, check_beta, site_label_kernel
@@ -110,6 +110,7 @@ class ProbMixMessenger(Messenger):
         self.book = PairingBook(self.graph, self.lam_sampler, self.plate, self._layouts)
         self.log = BlockLog(self.sites, self.plate)
         self._embedding_sites = set()
+        self._guide_checked = None  # the latest guide trace checked for embedding sites
         self._observed_here = set()  # ids of the messages that were observed when they reached probmix
 
     def __enter__(self):
@@ -128,13 +129,7 @@ class ProbMixMessenger(Messenger):
         elif exc_type is RuntimeError:
             for name in self._embedding_sites:
                 if f"site {name} must be sampled in trace" in str(exc_value):
-                    raise RuntimeError(
-                        f"embedding site {name!r} is in the guide: embedding() marks a "
-                        f"stochastic hidden layer of the model, which M-ProbMix pools and which "
-                        f"adds no term to the ELBO; a latent variable of the guide is a "
-                        f"pyro.sample site. Move the embedding into the model, or use pyro.sample "
-                        f"in the guide"
-                    ) from exc_value
+                    raise guide_embedding_error(name) from exc_value
         return result
 
     @property
@@ -197,8 +192,18 @@ class ProbMixMessenger(Messenger):
         return None
 
     # ----------------------------------------------------------------- fusion
+    def _check_guide(self):
+        """The model's pass of an ELBO: refuses a guide that had embedding sites (once per step)."""
+        trace, embeddings = replayed_guide_embeddings()
+        if trace is not None and trace is not self._guide_checked:
+            if embeddings:
+                raise guide_embedding_error(embeddings[0])
+            self._guide_checked = trace
+
     def _fuse_embedding(self, msg):
         self._embedding_sites.add(msg["name"])
+        check_value_not_set(msg, self)
+        self._check_guide()
         frame = self._data_frame(msg)
         if frame is None:
             return
@@ -224,6 +229,7 @@ class ProbMixMessenger(Messenger):
         )
 
     def _fuse_observation(self, msg):
+        self._check_guide()
         frame = self._data_frame(msg)
         if frame is None:
             return

@@ -638,6 +638,75 @@ def test_an_embedding_pool_without_rsample_names_mean_true_as_the_fix(mean):
                 loss_of(model)
 
 
+def _embedding_model():
+    x = torch.tensor([[0.0, 1.0], [2.0, -1.0], [1.0, 1.0]], dtype=torch.float64)
+
+    def model():
+        with pyro.plate("data", 3):
+            z = embedding("z", dist.Normal(x, 0.5).to_event(1), mean=True)
+            pyro.sample("y", dist.Normal(z.sum(-1), 1.0), obs=torch.zeros(3, dtype=torch.float64))
+        return z
+
+    return model
+
+
+def test_an_embedding_given_a_value_by_a_handler_is_refused_inside_and_outside_the_block():
+    # the pool used to overrule a pyro.condition inside the block silently (the layer took the
+    # pooled mean, not the conditioned zeros), and a condition outside overruled the pool while
+    # the sites after it fused their labels
+    model, zeros = _embedding_model(), {"z": torch.zeros(3, 2, dtype=torch.float64)}
+    with pytest.raises(ValueError, match=r"embedding site 'z' is given a value by a handler \(inside the probmix "
+                       r"block: pyro.condition.*sites=\[\.\.\.\]"):
+        with probmix(lam=0.3):
+            poutine.trace(pyro.condition(model, data=zeros)).get_trace()
+    with pytest.raises(ValueError, match=r"embedding site 'z' is given a value by a handler \(outside"):
+        poutine.trace(pyro.condition(probmix(model, lam=0.3), data=zeros)).get_trace()
+    with pytest.raises(ValueError, match=r"embedding site 'z' is given a value by a handler \(outside"):
+        poutine.trace(poutine.do(probmix(model, lam=0.3), data=zeros)).get_trace()
+    # left out with sites=, it keeps the value given and the observation is fused as ProbMix
+    with probmix(lam=0.3, sites=["y"]):
+        trace = poutine.trace(pyro.condition(model, data=zeros)).get_trace()
+    assert torch.equal(trace.nodes["z"]["value"], zeros["z"])
+
+
+@pytest.mark.parametrize("guide_site", ["z_guide", "z"])
+def test_an_embedding_in_the_guide_beside_the_models_is_refused_as_a_guide_embedding(guide_site):
+    # it was refused as "a second embedding" (another name) or as "a prediction pass" (the same)
+    model = _embedding_model()
+
+    def guide():
+        with pyro.plate("data", 3):
+            embedding(guide_site, dist.Normal(torch.zeros(3, 2, dtype=torch.float64), 0.5).to_event(1), mean=True)
+
+    with pytest.raises(RuntimeError, match=rf"embedding site '{guide_site}' is in the guide.*Move the embedding into the model"):
+        with probmix(lam=0.3):
+            loss_of(model, guide=guide)
+
+
+def test_an_embedding_without_a_mean_names_the_site_and_mean_false():
+    # torch raised a bare NotImplementedError for the mean of a TransformedDistribution
+    base = dist.Normal(torch.zeros(3, 2), 1.0)
+    layer = dist.TransformedDistribution(base, torch.distributions.transforms.AffineTransform(1.0, 2.0)).to_event(1)
+    with pytest.raises(NotImplementedError, match=r"embedding site 'z': TransformedDistribution has no mean.*"
+                       r"embedding\(\.\.\., mean=False\)"):
+        with pyro.plate("data", 3):
+            embedding("z", layer, mean=True)
+    with pyro.plate("data", 3):
+        assert embedding("z", layer).shape == (3, 2)
+
+
+def test_an_embedding_family_without_a_rule_says_that_mean_false_needs_one():
+    def model():
+        with pyro.plate("data", 3):
+            z = embedding("z", dist.Laplace(torch.zeros(3, 2), 1.0).to_event(1))
+            pyro.sample("y", dist.Normal(z.sum(-1), 1.0), obs=torch.zeros(3))
+
+    with pytest.raises(NotImplementedError, match=r"embedding site 'z': No log-linear pooling rule for \(Laplace, Laplace\).*"
+                       r"with mean=False the pool is drawn from.*fusion='linear' gives a mixture, which has no rsample"):
+        with probmix(lam=0.3):
+            poutine.trace(model).get_trace()
+
+
 def test_log_expected_is_refused_where_another_plate_splits_the_rows_into_cells():
     """log(lam p(y_i) + (1 - lam) p(y_j)) of whole rows is not the sum over cells of the mixture
     of each cell (a probe: -26.4884 against -27.8473 for the same Normal model with a feature
