@@ -216,7 +216,7 @@ class SmoothingKernel(LabelKernel):
         hit = values == y
         if event_dims:
             hit = hit.flatten(-event_dims).all(-1)
-        hit = hit.to(torch.get_default_dtype() if not torch.is_floating_point(y) else y.dtype)
+        hit = hit.to(y.dtype if torch.is_floating_point(y) else _float_dtype(d))
         return (hit + self.beta) / (1 + num_values * self.beta)
 
     def pool(self, s_i, s_j, lam, event_dim):
@@ -234,6 +234,19 @@ class SmoothingKernel(LabelKernel):
 
     def log_expected_prob(self, d, s, num_samples):
         return torch.logsumexp(torch.log(s) + self._log_probs(d), 0)
+
+
+def _float_dtype(d, depth=3):
+    """The dtype of the first floating tensor a distribution holds (its parameters, or those of
+    the distributions it wraps), else torch's default: the dtype of soft labels of integer labels."""
+    for item in vars(d).values():
+        if isinstance(item, torch.Tensor) and torch.is_floating_point(item):
+            return item.dtype
+        if isinstance(item, Distribution) and depth:
+            dtype = _float_dtype(item, depth - 1)
+            if dtype is not None:
+                return dtype
+    return torch.get_default_dtype() if depth == 3 else None
 
 
 class DiracKernel(LabelKernel):
@@ -317,10 +330,16 @@ def site_label_kernel(
     except NotImplementedError as e:
         raise NotImplementedError(f"site {site!r}: {e}") from e
     if label_fusion == "log_linear" and not kernel.poolable:
+        if label_kernel is not None:
+            why, fix = f"the label_kernel {kernel!r} is not poolable (poolable=False)", "a poolable kernel"
+        else:
+            why = f"undefined for {type(d).__name__} labels with beta=0 (disjoint kernels)"
+            smoothable = _is_real(d.support) or (d.support.is_discrete and d.has_enumerate_support)
+            fix = "beta > 0" if smoothable else None
+        fix = f"use {fix} or label_fusion='linear'" if fix else "use label_fusion='linear'"
         raise ValueError(
             f"site {site!r}: label_fusion='log_linear' pools the label kernels "
-            f"s(.|y_i)^lam s(.|y_j)^(1-lam), which is undefined for "
-            f"{type(d).__name__} labels with beta=0; use beta > 0 or label_fusion='linear'"
+            f"s(.|y_i)^lam s(.|y_j)^(1-lam), which is {why}; {fix}"
         )
     return kernel
 

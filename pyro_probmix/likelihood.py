@@ -307,7 +307,8 @@ def fuse_observed_site(
         except (NotImplementedError, ValueError, TypeError) as e:
             raise type(e)(f"site {name!r}: {e}") from e
     msg["fn"] = ProbMixLikelihood(
-        base, partner_value, lam, kernel_of(base), label_fusion, criterion, num_samples
+        # the kernel is chosen by the site's family (the pool has its support), named in errors
+        base, partner_value, lam, kernel_of(fn), label_fusion, criterion, num_samples
     )
     msg["mask"] = mask
 

@@ -14,6 +14,7 @@ from pyro.infer.autoguide import AutoNormal
 from pyro_probmix import embedding, probmix
 from pyro_probmix.graphs import FullGraph, KNNGraph, WeightedGraph
 from pyro_probmix.handler import NothingFusedWarning, ProbMixLikelihood
+from pyro_probmix.labels import DiracKernel
 
 
 pytestmark = pytest.mark.usefixtures("fresh_pyro")
@@ -213,6 +214,29 @@ def test_classification_smoothing_kernel_is_an_exact_sum():
     soft = lambda labels: (torch.nn.functional.one_hot(labels, 3) + beta) / (1 + 3 * beta)  # noqa: E731
     expected = -(lam * (soft(y) * log_p).sum(-1) + (1 - lam) * (soft(y[j]) * log_p).sum(-1)).sum()
     assert torch.allclose(value, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_smoothing_kernel_of_a_mixture_pool_is_an_exact_sum_in_the_models_dtype(dtype):
+    # fusion="linear" with beta > 0 on a Categorical was refused as "no label kernel for
+    # LinearPool", and SmoothingKernel raised a bare NotImplementedError there; integer labels'
+    # soft labels were float32 in a float64 model (off by 4e-8)
+    logits = torch.randn(6, 3, dtype=dtype)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+
+    def model(y):
+        with pyro.plate("data", 6):
+            pyro.sample("y", dist.Categorical(logits=logits), obs=y)
+
+    beta = 0.05
+    with probmix(lam=0.25, beta=beta, fusion="linear") as handler:
+        value = elbo_loss(model, y)
+    j, lam = handler.pairings["data"].partner, 0.25
+    log_p = torch.log(lam * logits.softmax(-1) + (1 - lam) * logits[j].softmax(-1))
+    soft = lambda labels: (torch.nn.functional.one_hot(labels, 3).to(dtype) + beta) / (1 + 3 * beta)  # noqa: E731
+    expected = -(lam * (soft(y) * log_p).sum(-1) + (1 - lam) * (soft(y[j]) * log_p).sum(-1)).sum()
+    assert value.dtype == dtype
+    torch.testing.assert_close(value, expected, rtol=1e-15 if dtype == torch.float64 else 1e-6, atol=0)
 
 
 def test_appendix_b_criterion_is_log_of_expected_likelihood():
@@ -474,6 +498,24 @@ def test_log_linear_label_fusion_of_discrete_labels_needs_beta():
             elbo_loss(model, torch.tensor([0, 1, 2, 0]))
     with probmix(alpha=0.1, beta=0.01, label_fusion="log_linear"):
         assert torch.isfinite(elbo_loss(model, torch.tensor([0, 1, 2, 0])))
+
+
+def test_log_linear_label_fusion_refusals_name_a_fix_that_applies():
+    def counts(y):
+        with pyro.plate("data", 4):
+            pyro.sample("y", dist.Poisson(torch.ones(4)), obs=y)
+
+    # beta > 0 has no kernel for counts, so it is not offered
+    with pytest.raises(ValueError, match=r"undefined for Poisson labels with beta=0 \(disjoint kernels\); use label_fusion='linear'\n"):
+        with probmix(alpha=0.1, label_fusion="log_linear"):
+            elbo_loss(counts, torch.zeros(4))
+
+    class Unpoolable(DiracKernel):
+        pass
+
+    with pytest.raises(ValueError, match=r"the label_kernel Unpoolable\(beta=0.0\) is not poolable.*use a poolable kernel"):
+        with probmix(alpha=0.1, beta=0.5, label_fusion="log_linear", label_kernel=Unpoolable()):
+            elbo_loss(regression_model, torch.zeros(4), torch.zeros(4))
 
 
 def test_embedding_without_a_mean_is_drawn_before_the_site():

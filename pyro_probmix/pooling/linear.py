@@ -47,6 +47,21 @@ class LinearPool(TorchDistribution):
     def expand(self, batch_shape, _instance=None):
         return LinearPool(self.p.expand(batch_shape), self.q.expand(batch_shape), self.lam.expand(batch_shape))
 
+    @property
+    def has_enumerate_support(self):
+        return self.p.has_enumerate_support and self.q.has_enumerate_support
+
+    def enumerate_support(self, expand=True):
+        # the label kernels of finite discrete sites sum over the support (SmoothingKernel)
+        values = self.p.enumerate_support(expand=False)
+        other = self.q.enumerate_support(expand=False)
+        if values.shape != other.shape or not torch.equal(values, other):
+            raise NotImplementedError(
+                f"LinearPool of {type(self.p).__name__} rows with different supports cannot enumerate "
+                f"one support for both"
+            )
+        return values.expand((-1,) + self.batch_shape + self.event_shape) if expand else values
+
     def log_prob(self, value):
         log_p, log_q = _log_prob_in_support(self.p, value), _log_prob_in_support(self.q, value)
         lam = self.lam.to(dtype=log_p.dtype, device=log_p.device)
