@@ -9,6 +9,12 @@ PYTHON=${PYTHON:-python3}
 VENV=.venv
 
 setup() {
+    # the docs extra (Sphinx 9, installed for both commands) needs Python 3.11
+    if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+        echo "run.sh: $("$PYTHON" --version 2>&1) found; run.sh needs Python >= 3.11 (PYTHON=python3.11 bash run.sh ...)." >&2
+        echo "  The library alone needs 3.10: pip install . in a 3.10 environment." >&2
+        exit 1
+    fi
     if [ ! -x "$VENV/bin/python" ]; then
         "$PYTHON" -m venv "$VENV"
     fi

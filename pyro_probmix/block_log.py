@@ -15,7 +15,12 @@ training loop), a ``plate=`` that names no plate of the model is an error, and n
 >>> handler.log.left_alone, handler.log.plates
 ({'y': 'outside any plate'}, set())
 """
+import os
+import sys
 import warnings
+
+import pyro
+import torch
 
 __all__ = ["BlockLog", "NothingFusedWarning"]
 
@@ -71,10 +76,14 @@ class BlockLog:
                 "run behind poutine.block (e.g. by MCMC or Importance) or by a loss compiled "
                 "before the block is not seen either",
                 NothingFusedWarning,
-                stacklevel=4,
+                stacklevel=_caller_level(),
             )
             return
-        self._warn("probmix fused no site in this block, so it trained the plain model. ")
+        self._warn(
+            "probmix fused no site in this block: every run of the model inside it was the plain "
+            "model (a training step trained the plain objective; a Predictive or a pass without "
+            "observations has nothing to fuse). "
+        )
 
     def _check_plate_exists(self):
         if self.plate is not None and self.plates and self.plate not in self.plates:
@@ -95,6 +104,21 @@ class BlockLog:
             "plate's dim (a model that scores all rows as one event, such as a Gaussian process "
             "or a single time series, has no rows to pair)",
             NothingFusedWarning,
-            stacklevel=4,
+            stacklevel=_caller_level(),
         )
         self.warned = True
+
+
+# frames of these packages are skipped: the warning points at the user's line
+_LIBRARY_DIRS = tuple(
+    os.path.dirname(module.__file__) + os.sep for module in (sys.modules[__package__], pyro, torch)
+) + (os.path.dirname(os.__file__) + os.sep,)
+
+
+def _caller_level():
+    """The ``stacklevel`` of the first frame outside pyro_probmix, Pyro, torch and the standard
+    library (the ``with`` statement or the ``svi.step`` of the user's code)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -367,6 +367,23 @@ def test_a_training_loop_that_fuses_nothing_is_told_after_its_first_step():
     assert len(caught) == 1 and "'y' (outside any plate)" in str(caught[0].message)  # once, not again at the end
 
 
+def test_a_predictive_in_a_block_is_told_it_ran_the_plain_model_at_the_users_line():
+    def model(y=None):
+        with pyro.plate("data", 3):
+            return pyro.sample("y", dist.Normal(torch.zeros(3), 1.0), obs=y)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with probmix(alpha=0.5):
+            Predictive(model, num_samples=2)()
+    assert len(caught) == 1 and str(caught[0].message).startswith(
+        "probmix fused no site in this block: every run of the model inside it was the plain model "
+        "(a training step trained the plain objective; a Predictive or a pass without observations "
+        "has nothing to fuse)"
+    )
+    assert caught[0].filename == __file__  # the with statement, not the handler's __exit__
+
+
 def test_a_block_around_the_svi_construction_only_says_no_model_ran():
     with pytest.warns(UserWarning, match=r"saw no sample site .* call svi.step\(\.\.\.\) inside `with probmix"):
         with probmix(alpha=0.5):
