@@ -107,24 +107,28 @@ def training_rows(graph, frame, rows, indices):
     """The graph nodes of a plate's rows: ``subsample=idx`` holds training rows ``idx``; a
     plate whose size Pyro infers holds the rows in order."""
     n = graph.num_nodes
-    if indices is None:
-        indices = torch.arange(rows)
+    # pyro.plate(subsample=...) takes any sequence of integer indices
+    indices = torch.arange(rows) if indices is None else torch.as_tensor(indices).long()
+    size = rows if frame.full_size in (None, -1) else frame.full_size  # -1: inferred from the batch
     nodes = torch.arange(n, device=indices.device)
-    whole = rows == n and (
+    permutation = rows == n and (
         torch.equal(indices, nodes) or torch.equal(torch.sort(indices).values, nodes)
     )
-    if not whole:
-        size = rows if frame.full_size in (None, -1) else frame.full_size  # -1: inferred from the batch
+    if not (permutation and size == n):
         other_plate = (
             f"The plate has {size} rows and the graph {n} nodes: build the graph from "
             f"the features of this plate's rows, or, if another plate holds the {n} training rows, "
             f"name it with probmix(..., plate=...). "
             if size != n else ""
         )
+        held = (
+            f"holds {rows} indices that are not each of the {n} rows once (a row repeats or "
+            f"is missing)" if rows == n and size == n
+            else f"holds {rows} of {size} rows chosen outside probmix, so a partner may lie outside the batch"
+        )
         raise ValueError(
-            f"{graph!r} pairs the {n} training rows, but plate {frame.name!r} holds "
-            f"{rows} of {size} rows chosen outside probmix, so a partner may lie "
-            f"outside the batch. {other_plate}Otherwise declare pyro.plate({frame.name!r}, {n}, subsample_size=B) "
+            f"{graph!r} pairs the {n} training rows, but plate {frame.name!r} {held}. "
+            f"{other_plate}Otherwise declare pyro.plate({frame.name!r}, {n}, subsample_size=B) "
             f"inside the model (probmix then draws anchors and their partners; pass "
             f"probmix(..., plate={frame.name!r}) if several plates have {n} rows), give the "
             f"full batch in any order with pyro.plate({frame.name!r}, {n}, subsample=order), "

@@ -407,6 +407,36 @@ def test_a_batch_chosen_outside_probmix_is_refused_for_a_graph_over_training_row
             loss_of(model)
 
 
+def test_a_graph_over_training_rows_checks_the_plate_size_and_takes_any_integer_indices():
+    x, y = torch.randn(20, 2), torch.randn(40)
+    graph = KNNGraph(x, k=3)
+
+    def model(size, idx):
+        with pyro.plate("data", size, subsample=idx) as rows:
+            pyro.sample("y", dist.Normal(torch.zeros(len(rows)), 1.0), obs=y[torch.as_tensor(rows).long()])
+
+    # all 20 nodes of the graph, but in a plate of 40 rows: accepted before, with Pyro's scale 2,
+    # node r taken as plate row r although the graph may be over other rows
+    with pytest.raises(ValueError, match=r"holds 20 of 40 rows chosen outside probmix.*The plate has 40 rows and the graph 20 nodes"):
+        with probmix(lam=0.3, graph=graph):
+            poutine.trace(model).get_trace(40, torch.arange(20))
+    repeated = torch.cat([torch.arange(19), torch.tensor([0])])
+    with pytest.raises(ValueError, match=r"holds 20 indices that are not each of the 20 rows once \(a row repeats or is missing\)"):
+        with probmix(lam=0.3, graph=graph):
+            poutine.trace(model).get_trace(20, repeated)
+    # a list (an AttributeError before) and int32 indices (refused as "anchors") are rows too
+    order = torch.randperm(20)
+    partners = []
+    for idx in (order.tolist(), order.int(), order):
+        pyro.set_rng_seed(0)
+        with probmix(lam=0.3, graph=graph) as handler:
+            poutine.trace(model).get_trace(20, idx)
+        partners.append(handler.pairings["data"].partner)
+    assert torch.equal(partners[0], partners[2]) and torch.equal(partners[1], partners[2])
+    neighbours = graph.neighbors
+    assert all(int(order[partners[2][r]]) in neighbours[order[r]].tolist() for r in range(20))
+
+
 # ----------------------------------------------------------------------------- dtypes
 def test_lambda_is_drawn_in_the_dtype_of_the_model():
     def model():
