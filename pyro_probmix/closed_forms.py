@@ -72,7 +72,8 @@ class NormalProbMixLikelihood(ProbMixLikelihood):
 
     where ``spread = lam (1 - lam) (y_i - y_j)^2`` for linear label fusion and 0 for log-linear
     label fusion (whose label is ``ybar``). Precisions are taken relative to
-    ``c = min(s_i, s_j)``, as in :func:`~pyro_probmix.pooling.normal_pool_params`.
+    the scale of the component of larger weighted precision, as in
+    :func:`~pyro_probmix.pooling.normal_pool_params`.
 
     >>> import torch
     >>> d = NormalProbMixLikelihood(torch.tensor([0.0, 2.0]), torch.tensor([1.0, 1.0]), torch.tensor([1, 0]),
@@ -120,7 +121,11 @@ class NormalProbMixLikelihood(ProbMixLikelihood):
 
 def _normal_terms(loc_i, scale_i, loc_j, scale_j, lam, y_i, y_j, beta, spread):
     """The pieces of the fused Normal log-density: ``c, a, b, p, m, d, q, 1 / c^2``."""
-    c = torch.minimum(scale_i, scale_j)
+    # c: the scale of the component of larger weighted precision (as normal_pool_params takes
+    # it; the smaller scale would put 1e-40 in a relative precision at lam = 1 and a scale ratio
+    # of 1e20, below float32's normal range); the result does not depend on c
+    i_dominates = lam.sqrt() * scale_j >= (1 - lam).sqrt() * scale_i
+    c = torch.where(i_dominates, scale_i, scale_j)
     a = lam * (c / scale_i).square()  # relative precisions, in [0, 1]
     b = (1 - lam) * (c / scale_j).square()
     p = (a + b).clamp_min(torch.finfo(a.dtype).tiny)

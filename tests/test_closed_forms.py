@@ -53,6 +53,26 @@ def test_normal_closed_form_equals_the_general_path_in_value_and_gradient(dtype,
     assert torch.equal(pooled.loc, reference.loc) and torch.equal(pooled.scale, reference.scale)
 
 
+# scale ratios up to 1e19 (1 / sqrt(tiny)), the documented range of the Normal pool in float32
+@pytest.mark.parametrize("scales", [(1e9, 1e-10), (1e9, 1e-9), (1e18, 1.0)])
+def test_normal_closed_form_at_lambda_one_is_the_rows_own_log_density_in_float32(scales):
+    # precisions were taken relative to the smaller scale: at lam = 1 the row's own relative
+    # precision (1e-38 at scales 1e9 and 1e-10) left float32's normal range (-21.849 against
+    # -21.887; scale gradients 40 % off at 1e9 and 1e-9, 0 at 1e18 and 1)
+    loc = torch.tensor([1e8, -1e8])
+    scale = torch.tensor(scales).requires_grad_()
+    y, partner, lam = torch.tensor([1e8 + 7e9, 0.0]), torch.tensor([1, 0]), torch.tensor([1.0, 0.0])
+    fused = closed_form_likelihood(dist.Normal(loc, scale), partner, -1, lam, y[partner], GaussianKernel(0.0),
+                                   "linear", "expected_log")
+    value = fused.log_prob(y)[0]
+    (grad,) = torch.autograd.grad(value, scale)
+    scale64 = scale.detach().double().requires_grad_()
+    plain = dist.Normal(loc.double()[0], scale64[0]).log_prob(y.double()[0])
+    (plain_grad,) = torch.autograd.grad(plain, scale64)
+    torch.testing.assert_close(value.double(), plain, rtol=1e-6, atol=0)
+    torch.testing.assert_close(grad.double(), plain_grad, rtol=1e-5, atol=0)
+
+
 def test_closed_forms_cover_only_their_settings():
     d = dist.Normal(torch.zeros(3), 1.0)
     args = torch.tensor([1, 2, 0]), -1, torch.full((3,), 0.5), torch.zeros(3)
