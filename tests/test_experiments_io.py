@@ -324,3 +324,19 @@ def test_cli_compile_without_a_cpp_compiler_is_a_clear_error(capsys, tmp_path, m
     rc = main(["toy-regression", "--compile", "--out", str(tmp_path), "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and "--compile on CPU needs a working C++ compiler" in err and "Traceback" not in err
+
+
+def test_a_worker_whose_code_differs_from_the_sweeps_refuses_to_train(tmp_path):
+    # a --jobs N worker imports the package itself: edited while the sweep ran, it wrote records
+    # of another code version into the same folder (a probe: 20 of 30 records)
+    from pyro_probmix.experiments.fingerprint import code_fingerprint
+    from pyro_probmix.experiments.group import run_group
+
+    train = {"epochs": 1, "lr": 0.01, "batch_size": None, "eval_every": 1}
+    specs = [RunSpec.make("toy-regression", "cubic", "ERM", 0, 0, train=train)]
+    with pytest.raises(RuntimeError, match=r"the sweep started with pyro_probmix at code 0123456789abcdef, but this "
+                       r"worker imports code [0-9a-f]{16} \(the package was edited while the sweep ran"):
+        run_group("toy-regression", specs, tmp_path, hidden=(8, 4), code="0123456789abcdef")
+    assert not RecordStore(tmp_path).exists(specs[0])
+    run_group("toy-regression", specs, tmp_path, hidden=(8, 4), code=code_fingerprint())
+    assert RecordStore(tmp_path).exists(specs[0])

@@ -13,6 +13,7 @@ from collections import OrderedDict
 
 import torch
 
+from .fingerprint import code_fingerprint
 from .group import run_group
 from .progress import Progress
 from .records import RecordStore
@@ -29,8 +30,8 @@ def _worker_init(threads):
 
 
 def _worker(args):
-    experiment, specs, out, device, data_root, compile, checkpoint_every = args
-    run_group(experiment, specs, out, device, data_root, compile=compile, checkpoint_every=checkpoint_every)
+    experiment, specs, out, device, data_root, compile, checkpoint_every, code = args
+    run_group(experiment, specs, out, device, data_root, compile=compile, checkpoint_every=checkpoint_every, code=code)
     return len(specs)
 
 
@@ -63,7 +64,7 @@ def _run_inline(opts, groups, bar):
             bar.update(frac * size)
 
         run_group(opts.experiment, group, opts.out, opts.device, opts.data_root, progress=tick, compile=opts.compile,
-                  checkpoint_every=opts.checkpoint_every)
+                  checkpoint_every=opts.checkpoint_every, code=code_fingerprint())
         bar.update(size - done[0])
 
 
@@ -71,7 +72,9 @@ def _run_pool(opts, groups, bar, workers):
     ctx = multiprocessing.get_context("spawn")
     init = (opts.threads or 1,)
     with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=init) as pool:
-        args = (opts.experiment, str(opts.out), opts.device, opts.data_root, opts.compile, opts.checkpoint_every)
+        # the code the sweep started with: a worker that imports another (an edit) refuses
+        args = (opts.experiment, str(opts.out), opts.device, opts.data_root, opts.compile, opts.checkpoint_every,
+                code_fingerprint())
         futures = [pool.submit(_worker, (args[0], g, *args[1:])) for g in groups]
         try:
             for fut in cf.as_completed(futures):

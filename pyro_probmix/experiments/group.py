@@ -54,12 +54,13 @@ def _scores(task, pred, r, data, y):
 
 
 def run_group(experiment, specs, out, device="cpu", data_root=None, progress=None, hidden=None, compile=False,
-              checkpoint_every=10.0):
+              checkpoint_every=10.0, code=None):
     """Train the runs ``specs`` (equal group keys) together and write one record per run;
     ``compile`` as in :class:`~pyro_probmix.experiments.train.TrainConfig` (a speed option: not
     part of a run's key). The training state is checkpointed every ``checkpoint_every`` seconds
-    (``None``: never) and resumed from a checkpoint of the same runs and code. Returns the paths of
-    the records.
+    (``None``: never) and resumed from a checkpoint of the same runs and code. ``code``: the code
+    fingerprint the sweep started with; a worker whose package differs (edited during the sweep,
+    or another version on a Ray node) refuses to train. Returns the paths of the records.
 
     Units 0 and 1 of the toy regression, trained together for one epoch:
 
@@ -75,6 +76,14 @@ def run_group(experiment, specs, out, device="cpu", data_root=None, progress=Non
     (2, ['coverage', 'crps', 'mean_scale', 'mse', 'nll', 'pit_hist', 'rmse'])
     >>> tmp.cleanup()
     """
+    if code is not None and code != code_fingerprint():
+        raise RuntimeError(
+            f"the sweep started with pyro_probmix at code {code}, but this worker imports code "
+            f"{code_fingerprint()} (the package was edited while the sweep ran, or another version "
+            f"is installed where this worker runs): its records would mix two versions. Rerun the "
+            f"sweep once the code is settled (finished records are kept), or run sweeps from a "
+            f"checkout that is not edited (scripts/results_sweep.sh uses a worktree of one commit)"
+        )
     suite = get_suite(experiment)
     first = specs[0]
     method = resolve_method(first.method, **dict(first.hparams))
@@ -86,7 +95,7 @@ def run_group(experiment, specs, out, device="cpu", data_root=None, progress=Non
         paths = []
         for shape in dict.fromkeys(shapes):
             subset = [s for s, sh in zip(specs, shapes) if sh == shape]
-            paths += run_group(experiment, subset, out, device, data_root, progress, hidden, compile, checkpoint_every)
+            paths += run_group(experiment, subset, out, device, data_root, progress, hidden, compile, checkpoint_every, code)
         return paths
     seeds = [init_seed(experiment, s.dataset, s.arch, s.split, s.seed) for s in specs]
     noise = [s.noise_seed() for s in specs]

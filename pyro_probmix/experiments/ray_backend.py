@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from .fingerprint import code_fingerprint
 from .group import run_group
 from .records import RecordStore
 
@@ -49,14 +50,15 @@ def _import_ray():
     return ray
 
 
-def train_unrecorded(experiment, specs, out, device, data_root, compile, threads):
+def train_unrecorded(experiment, specs, out, device, data_root, compile, threads, code=None):
     """Train, as one group, the runs of ``specs`` that have no record under ``out`` yet, and
-    return their number (the body of a Ray task; a retry skips what an earlier try wrote)."""
+    return their number (the body of a Ray task; a retry skips what an earlier try wrote).
+    ``code``: the driver's code fingerprint, which the worker's package must have."""
     torch.set_num_threads(threads)
     store = RecordStore(out)
     todo = [spec for spec in specs if not store.exists(spec)]
     if todo:
-        run_group(experiment, todo, out, device, data_root, compile=compile)
+        run_group(experiment, todo, out, device, data_root, compile=compile, code=code)
     return len(todo)
 
 
@@ -73,9 +75,10 @@ def run_groups(opts, groups, bar):
     )(train_unrecorded)
     # absolute paths: a task runs in its worker's own working directory
     out = str(Path(opts.out).resolve())
+    code = code_fingerprint()  # a node with another version of the package refuses its tasks
     data_root = None if opts.data_root is None else str(Path(opts.data_root).resolve())
     sizes = {
-        task.remote(opts.experiment, group, out, opts.device, data_root, opts.compile, threads): len(group)
+        task.remote(opts.experiment, group, out, opts.device, data_root, opts.compile, threads, code): len(group)
         for group in groups
     }
     pending = list(sizes)
