@@ -94,6 +94,15 @@ def score_anchors_only(msg, frame, pairing):
         check_reparameterised(msg["name"], site, frame.name)
         if site["infer"].get("enumerate") == "parallel":
             # its guide pass could not tell it from a latent enumerated in the model
+            if "mask" not in site:
+                # the trace that infer_discrete replays (its nodes carry no mask): decoding under
+                # the anchors-only mini-batch objective is not a defined posterior of any row
+                raise NotImplementedError(
+                    f"site {msg['name']!r}: infer_discrete inside a probmix block on the subsampled "
+                    f"data plate {frame.name!r} is not supported (partner rows are scored by the "
+                    f"prior only, anchors by the fused likelihood). Decode outside the block, on "
+                    f"the plain model"
+                )
             site["mask"] = mask_and(site["mask"], anchors)
     elif msg["infer"].get("enumerate") == "parallel":
         # enumerated in the model (or the guide's pass of a latent enumerated in the guide,

@@ -283,6 +283,26 @@ def test_enumerated_mixture_trains_the_fused_objective(subsample_size):
     assert torch.allclose(loss, mixture_brute_force(y, anchors, partners, lam, scale), rtol=1e-5)
 
 
+def test_infer_discrete_on_mini_batches_is_refused_inside_a_block_and_works_outside():
+    # it raised KeyError('mask'): the trace infer_discrete replays has nodes without a mask
+    from pyro.infer import infer_discrete
+
+    x, y = torch.linspace(-2, 2, 8), torch.linspace(-3, 3, 8).flip(0)
+
+    @config_enumerate
+    def model():
+        with pyro.plate("data", 8, subsample_size=4) as idx:
+            c = pyro.sample("c", dist.Categorical(torch.tensor([0.3, 0.7])))
+            pyro.sample("y", dist.Normal(x[idx] + torch.tensor([-1.0, 1.5])[c], 1.0), obs=y[idx])
+
+    decode = infer_discrete(model, first_available_dim=-2, temperature=0)
+    with pytest.raises(NotImplementedError, match=r"site 'c': infer_discrete inside a probmix block on the "
+                       r"subsampled data plate 'data' is not supported.*Decode outside the block"):
+        with probmix(lam=0.3, plate="data"):
+            poutine.trace(decode).get_trace()
+    assert poutine.trace(decode).get_trace().nodes["c"]["value"].shape == (4,)
+
+
 def test_enumerated_mixture_trains_with_svi_on_mini_batches():
     y = torch.cat([torch.randn(30) - 1, torch.randn(70) + 2])
     svi = SVI(mixture_model, _no_guide, pyro.optim.Adam({"lr": 0.05}), TraceEnum_ELBO(max_plate_nesting=1))
