@@ -10,10 +10,12 @@ training loop), a ``plate=`` that names no plate of the model is an error, and n
 >>> from pyro_probmix import probmix
 >>> def model():
 ...     pyro.sample("y", dist.Normal(0.0, 1.0), obs=torch.tensor(0.5))  # outside any plate
->>> with probmix(alpha=0.5) as handler:  # warns: NothingFusedWarning
+>>> import warnings
+>>> with warnings.catch_warnings(record=True) as caught, probmix(alpha=0.5) as handler:
+...     warnings.simplefilter("always")
 ...     _ = poutine.trace(model).get_trace()
->>> handler.log.left_alone, handler.log.plates
-({'y': 'outside any plate'}, set())
+>>> handler.log.left_alone, handler.log.plates, [w.category.__name__ for w in caught]
+({'y': 'outside any plate'}, set(), ['NothingFusedWarning'])
 """
 import os
 import sys
