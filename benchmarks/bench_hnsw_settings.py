@@ -8,7 +8,7 @@ Usage::
 
     python benchmarks/bench_hnsw_settings.py [--rows 1000000] [--dims 8] [--threads 2]
 
-Needs FAISS (``pip install pyro-probmix[faiss]``). Results are written down in
+Needs FAISS (``pip install faiss-cpu``). Results are written down in
 ``benchmarks/README.md``.
 """
 import argparse

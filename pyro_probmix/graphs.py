@@ -279,7 +279,7 @@ class KNNGraph(Graph):
     :data:`~pyro_probmix.knn.EXACT_MAX_ROWS` = 50,000 rows the table is exact, built on the
     features' device with distances in float64 (float32 ranks close neighbours by rounding
     noise), in chunks of rows so that peak memory stays bounded (time is ``O(N**2 d)``). Above, it comes from an approximate FAISS HNSW index (an optional
-    extra: ``pip install pyro-probmix[faiss]``) whose search effort is raised until the recall
+    extra: ``pip install faiss-cpu``) whose search effort is raised until the recall
     on sampled rows reaches ``recall_target``, and whose recall is then measured against exact
     search on ``probes`` other rows (:func:`~pyro_probmix.knn.hnsw_neighbors`): 10**6 x 8 rows
     took about 90 s of CPU time on a 2-core machine (``benchmarks/README.md``). Rows that duplicate row ``i`` are at distance 0 and are valid

@@ -8,7 +8,7 @@ FAISS and a measured recall.
   until the recall on a sample of rows reaches a target, then measured on other sampled rows.
 * :func:`neighbor_recall` - recall@k of a neighbour table against exact neighbours.
 
-FAISS is an optional extra (``pip install pyro-probmix[faiss]``); only
+FAISS is an optional extra (``pip install faiss-cpu``, or ``pip install ".[faiss]"`` in a checkout); only
 :func:`hnsw_neighbors` imports it.
 
 Examples
@@ -41,7 +41,7 @@ _EF_SEARCH_LADDER = (8, 12, 16, 24, 32, 48, 64, 128)
 _CALIBRATION_ROWS = 256
 _PROBE_SEED = 0  # probe rows come from their own generator: building a graph leaves torch's RNG alone
 
-_FAISS_HINT = "pip install pyro-probmix[faiss] (or pip install faiss-cpu)"
+_FAISS_HINT = 'pip install faiss-cpu (or, in a checkout of pyro-probmix, pip install ".[faiss]")'
 
 
 def excluding_self(block, rows):

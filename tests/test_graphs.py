@@ -387,7 +387,7 @@ def test_knn_without_faiss_names_the_extra(method, monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` now raises ImportError
     monkeypatch.setattr(graphs, "EXACT_MAX_ROWS", 20)  # so that "auto" needs FAISS at N=30
     needs = r"KNNGraph\(method='hnsw'\)" if method == "hnsw" else r"KNNGraph over N=30 > 20 rows .*method='exact'"
-    with pytest.raises(ImportError, match=needs + r".* needs FAISS, an optional extra: pip install pyro-probmix\[faiss\]"):
+    with pytest.raises(ImportError, match=needs + r".* needs FAISS, an optional extra: pip install faiss-cpu \(or, in a checkout of pyro-probmix, pip install \"\.\[faiss\]\"\)"):
         KNNGraph(torch.randn(30, 3), k=2, method=method)
     assert KNNGraph(torch.randn(30, 3), k=2, method="exact").method == "exact"  # exact search needs no FAISS
 

@@ -32,7 +32,7 @@ def test_missing_ray_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     opts = SweepOptions("toy-regression", methods=["ERM"], splits=[0, 1], epochs=1, out=tmp_path, quiet=True,
                         backend="ray")
-    with pytest.raises(ImportError, match=r"--backend ray needs Ray, an optional extra: pip install pyro-probmix\[ray\]"):
+    with pytest.raises(ImportError, match=r"--backend ray needs Ray, an optional extra: pip install \"ray\[default\]\" \(or, in a checkout of pyro-probmix, pip install \"\.\[ray\]\"\)"):
         run_sweep(opts)
     assert RecordStore(tmp_path).all() == []
 

@@ -116,7 +116,7 @@ def _add_training(p, experiment):
                         "CPU, Triton on CUDA; ~4x faster pooling, compiles once in ~10 s)")
     p.add_argument("--group-size", type=_positive_int, help="most runs trained together in one step")
     p.add_argument("--backend", choices=["local", "ray"], default="local",
-                   help="local: --jobs processes here; ray: groups as tasks of a Ray cluster (pip install pyro-probmix[ray])")
+                   help="local: --jobs processes here; ray: groups as tasks of a Ray cluster (pip install 'ray[default]')")
     p.add_argument("--address", help="--backend ray: the cluster's HOST:PORT or 'auto' (default: start Ray on this machine)")
     p.add_argument("--out", default="results", help="records, selection and report folder (default: results)")
     p.add_argument("--reuse-stale", action="store_true",

@@ -15,7 +15,7 @@ GCS address, printed by ``ray start --head``) joins a running cluster. Every nod
 pyro-probmix installed and ``--out`` (and ``--data-root``) on a file system they share, at the
 same path (docs/experiments.md).
 
-Ray is an optional extra: ``pip install pyro-probmix[ray]``.
+Ray is an optional extra: ``pip install "ray[default]"`` (or ``pip install ".[ray]"`` in a checkout).
 
 >>> import tempfile
 >>> from pyro_probmix.experiments.records import RunSpec
@@ -46,7 +46,10 @@ def _import_ray():
     try:
         import ray
     except ImportError as error:
-        raise ImportError("--backend ray needs Ray, an optional extra: pip install pyro-probmix[ray]") from error
+        raise ImportError(
+            '--backend ray needs Ray, an optional extra: pip install "ray[default]" '
+            '(or, in a checkout of pyro-probmix, pip install ".[ray]")'
+        ) from error
     return ray
 
 
